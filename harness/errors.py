@@ -1,0 +1,27 @@
+"""One error family for everything a user can get wrong; the CLI reports it as one line and a hint."""
+
+
+class BenchError(Exception):
+    """A problem the user can fix. `hint` says how; `exit_code` is what `bench` exits with."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ConfigError(BenchError):
+    """A suite, task, profile or command-line value is invalid."""
+
+
+class UnknownNameError(BenchError):
+    """A model alias, backend, scenario, suite or profile name that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: list[str], hint: str = ""):
+        super().__init__(f"unknown {kind} '{name}'; known: {', '.join(sorted(known))}", hint)
+
+
+class ModelUnavailableError(BenchError):
+    """A model cannot be resolved to local weights (offline, missing package, bad checksum)."""
