@@ -1,0 +1,10 @@
+"""Inference engines behind one interface (harness.backends.base.Backend), imported only when used."""
+
+from harness.registry import Registry
+
+BACKENDS = Registry(
+    "backend",
+    {
+        "transformers": "harness.backends.transformers:TransformersBackend",
+    },
+)

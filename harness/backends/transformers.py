@@ -1,0 +1,196 @@
+"""Hugging Face transformers, in process: per-token timestamps from a generation hook, log-likelihood scoring."""
+
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+
+from harness.backends.base import BackendInfo, Generation
+from harness.hardware import auto_dtype, detect_device, device_name, synchronize
+from harness.measure.memory import MIB
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Log-likelihood batches hold at most this many tokens (padding included): bounds activation memory.
+LOGLIKELIHOOD_BATCH_TOKENS = 4096
+
+
+class _TokenClock(StoppingCriteria):
+    """generate() calls its stopping criteria once per new token, right after that token is chosen: the moment
+    it becomes available to the caller. We synchronise the device and read the host clock there; it never stops."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.times: list[float] = []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        synchronize(self.device)
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _tensor_bytes(obj) -> int:
+    return obj.numel() * obj.element_size() if isinstance(obj, torch.Tensor) else 0
+
+
+def _cache_bytes(cache) -> int | None:
+    """Bytes held by a transformers Cache (keys and values of every layer); None when its layout is unknown."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return None
+    return sum(_tensor_bytes(getattr(layer, "keys", None)) + _tensor_bytes(getattr(layer, "values", None))
+               for layer in layers)
+
+
+class TransformersBackend:
+    name = "transformers"
+    capabilities = frozenset({"token_times", "loglikelihood"})
+
+    def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
+        options = options or {}
+        self.device = detect_device(device)
+        self.dtype = auto_dtype(self.device) if dtype == "auto" else dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path,
+            dtype=TORCH_DTYPES[self.dtype],
+            attn_implementation=options.get("attn_implementation"),
+        ).to(self.device)
+        self.model.eval()
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        add_bos = bool(getattr(self.tokenizer, "add_bos_token", False))
+        self._add_bos = add_bos and self.tokenizer.bos_token_id is not None
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            backend=self.name,
+            backend_version=transformers.__version__,
+            device=self.device,
+            device_name=device_name(self.device),
+            dtype=self.dtype,
+            extra={
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+                "torch_threads": torch.get_num_threads(),
+                "attn_implementation": self.model.config._attn_implementation,
+                "model_class": type(self.model).__name__,
+                "total_params": sum(p.numel() for p in self.model.parameters()),
+            },
+        )
+
+    def prompt_token_pool(self) -> list[int]:
+        vocab = min(len(self.tokenizer), self.model.config.get_text_config().vocab_size)
+        special = set(self.tokenizer.all_special_ids)
+        return [i for i in range(vocab) if i not in special]
+
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> Generation:
+        input_ids, attention_mask = self._left_pad(prompts)
+        clock = _TokenClock(self.device)
+        synchronize(self.device)
+        t_send = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                # A fixed output length: min = max new tokens, so EOS cannot end a sequence early.
+                min_new_tokens=new_tokens,
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self._pad_id,
+                stopping_criteria=StoppingCriteriaList([clock]),
+                return_dict_in_generate=True,
+                use_cache=True,
+            )
+        new_ids = out.sequences[:, input_ids.shape[1]:].tolist()
+        return Generation(new_ids, t_send, clock.times, _cache_bytes(out.past_key_values))
+
+    def _encode(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return [self.tokenizer.bos_token_id, *ids] if self._add_bos else ids
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Context and continuation tokens as lm-evaluation-harness forms them: trailing spaces of the context move
+        to the continuation, and the continuation is what encoding the whole adds after the context."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self._encode(context + continuation)
+        context_ids = self._encode(context)
+        continuation_ids = whole[len(context_ids):]
+        if not context_ids:  # nothing to condition on: start from a document boundary token
+            context_ids = [self.tokenizer.bos_token_id or self.tokenizer.eos_token_id]
+        return context_ids, continuation_ids
+
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+        # The model sees all but the last token of context + continuation. Requests whose inputs are equal (the
+        # choices of one question when each is a single token) share one forward pass.
+        inputs: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+        for index, (context, continuation) in enumerate(requests):
+            context_ids, continuation_ids = self._encode_pair(context, continuation)
+            whole = context_ids + continuation_ids
+            inputs.setdefault(tuple(whole[:-1]), []).append((index, continuation_ids))
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        # Longest first, so a batch holds inputs of similar length and padding stays small.
+        ordered = sorted(inputs.items(), key=lambda item: -len(item[0]))
+        start = 0
+        while start < len(ordered):
+            width = len(ordered[start][0])
+            size = max(1, LOGLIKELIHOOD_BATCH_TOKENS // max(width, 1))
+            batch = ordered[start:start + size]
+            start += len(batch)
+            self._score_batch(batch, results)
+        return results
+
+    def _score_batch(self, batch, results) -> None:
+        input_ids, attention_mask = self._left_pad([list(seq) for seq, _ in batch])
+        keep = max(len(cont) for _, group in batch for _, cont in group)
+        # Left padding: every input ends at the last position, so the continuation's predictions are the last
+        # `keep` positions and only those logits are computed. Positions count real tokens only.
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep
+            ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for row, (_, group) in enumerate(batch):
+            for index, continuation_ids in group:
+                n = len(continuation_ids)
+                rows = logprobs[row, keep - n:]
+                targets = torch.tensor(continuation_ids, device=rows.device)
+                logprob = rows.gather(1, targets[:, None]).sum().item()
+                greedy = bool((rows.argmax(-1) == targets).all().item())
+                results[index] = (logprob, greedy)
+
+    def reset_peak_memory(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def memory(self) -> dict[str, float]:
+        weights = sum(_tensor_bytes(t) for t in self.model.parameters()) + sum(
+            _tensor_bytes(t) for t in self.model.buffers()
+        )
+        figures = {"weights_mib": weights / MIB}
+        if self.device == "cuda":
+            figures["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / MIB
+            figures["peak_reserved_mib"] = torch.cuda.max_memory_reserved() / MIB
+        return figures
+
+    def close(self) -> None:
+        del self.model
+        if self.device == "cuda":
+            torch.cuda.empty_cache()

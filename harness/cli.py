@@ -1,0 +1,162 @@
+"""The `bench` command. main(argv) -> exit code is a pure function of its arguments, callable from tests.
+
+Every user error becomes one line on stderr, a hint, and exit code 2; never a traceback.
+"""
+
+import argparse
+import sys
+
+from harness.errors import BenchError
+
+EXAMPLES = """examples:
+  bench run                                  quick suite on the embedded default model, this machine's device
+  bench run --model tiny-dense --out /tmp/r  the quick suite on a tiny random-weight model
+  bench run --suite my_suite.yaml --device cpu --dtype fp32
+  bench models list                          known model aliases and whether they are prepared
+  bench models pull gemma3-270m              fetch and convert a model ahead of time
+  bench overhead                             bench's decode tok/s against a bare greedy loop (ratio)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Benchmark open-weight language models on this machine: speed, memory, quality.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a suite and write rows.jsonl, summary.csv and a table",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    run.add_argument("--suite", default="quick", help="suite name (tasks/suites/NAME.yaml) or YAML path [quick]")
+    run.add_argument("--profile", help="hardware profile name (hardware_profiles/NAME.yaml)")
+    run.add_argument("--model", action="append", metavar="M", help="model alias, local folder or HF id (repeatable)")
+    run.add_argument("--backend", action="append", metavar="B", help="backend name (repeatable)")
+    run.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="device [suite's, usually auto]")
+    run.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="dtype [suite's, usually auto]")
+    run.add_argument("--repetitions", type=int, metavar="N", help="timed repetitions per figure (>= 1)")
+    run.add_argument("--warmup", type=int, metavar="N", help="untimed warm-up runs (>= 0)")
+    run.add_argument("--min-seconds", type=float, metavar="T", help="keep repeating until T seconds have passed")
+    run.add_argument("--cell-timeout", type=float, metavar="S", help="seconds before a cell is killed")
+    run.add_argument("--out", metavar="DIR", help="run folder [results/<run-id>]")
+    run.add_argument("--online", action="store_true", help="allow the Hugging Face hub (default: offline)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    models = sub.add_parser("models", help="list or prepare models")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    models_sub.add_parser("list", help="known aliases and whether each is prepared")
+    pull = models_sub.add_parser("pull", help="fetch and convert a model now")
+    pull.add_argument("name")
+    pull.add_argument("--online", action="store_true", help="allow the Hugging Face hub")
+
+    sub.add_parser("suites", help="list the suites")
+
+    overhead = sub.add_parser("overhead", help="harness overhead: bench's decode tok/s over a bare greedy loop's")
+    overhead.add_argument("--model", default="smollm2-135m")
+    overhead.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    overhead.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    overhead.add_argument("--prompt-tokens", type=int, default=64)
+    overhead.add_argument("--output-tokens", type=int, default=64)
+    overhead.add_argument("--rounds", type=int, default=8, help="A B pairs, interleaved")
+    return parser
+
+
+def _suite_from_args(args):
+    from harness.config import MeasureSpec, load_suite
+    from harness.errors import ConfigError
+
+    suite = load_suite(args.suite)
+    changes = {}
+    if args.model:
+        changes["models"] = tuple(args.model)
+    if args.backend:
+        from harness.backends import BACKENDS
+
+        for name in args.backend:
+            BACKENDS.check(name)
+        changes["backends"] = tuple(args.backend)
+    if args.device:
+        changes["device"] = args.device
+    if args.dtype:
+        changes["dtype"] = args.dtype
+    if args.repetitions is not None and args.repetitions < 1:
+        raise ConfigError(f"--repetitions must be >= 1, got {args.repetitions}")
+    if args.warmup is not None and args.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.min_seconds is not None and args.min_seconds < 0:
+        raise ConfigError(f"--min-seconds must be >= 0, got {args.min_seconds}")
+    if args.cell_timeout is not None:
+        if args.cell_timeout <= 0:
+            raise ConfigError(f"--cell-timeout must be > 0, got {args.cell_timeout}")
+        changes["cell_timeout_s"] = args.cell_timeout
+    measure = suite.measure
+    changes["measure"] = MeasureSpec(
+        warmup=measure.warmup if args.warmup is None else args.warmup,
+        repetitions=measure.repetitions if args.repetitions is None else args.repetitions,
+        min_seconds=measure.min_seconds if args.min_seconds is None else args.min_seconds,
+    )
+    return suite.replace(**changes)
+
+
+def _cmd_run(args) -> int:
+    from harness.runner import render, run_suite
+
+    if args.profile:
+        from harness.errors import ConfigError
+
+        raise ConfigError("--profile is not supported yet", hint="run without --profile; profiles arrive with issue 2")
+    suite = _suite_from_args(args)
+    result = run_suite(suite, out_dir=args.out, online=args.online, progress=not args.no_progress)
+    print(render(result))
+    return 1 if result.failed else 0
+
+
+def _cmd_models(args) -> int:
+    from harness import zoo
+
+    if args.models_command == "pull":
+        model = zoo.pull(args.name, online=args.online)
+        print(f"{args.name}: {model.path} ({model.source}, revision {model.revision[:12]})")
+        return 0
+    for entry in zoo.list_models():
+        state = "prepared" if entry["prepared"] else "not prepared"
+        print(f"{entry['alias']:<16} {state:<13} {entry['license']:<12} {entry['description']}")
+    return 0
+
+
+def _cmd_suites(args) -> int:
+    from harness.config import load_suite, suite_names
+
+    for name in suite_names():
+        print(f"{name:<12} {load_suite(name).description}")
+    return 0
+
+
+def _cmd_overhead(args) -> int:
+    from harness.overhead import measure_overhead
+
+    print(measure_overhead(args.model, args.device, args.dtype, args.prompt_tokens, args.output_tokens, args.rounds))
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "models": _cmd_models, "suites": _cmd_suites, "overhead": _cmd_overhead}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed its one-line usage error
+        return int(exit_.code or 0)
+    if args.command is None or (args.command == "models" and args.models_command is None):
+        parser.print_help() if args.command is None else print("usage: bench models {list,pull NAME}")
+        return 0 if args.command is None else 2
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        print(f"bench: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; rows measured so far are in the run folder's rows.jsonl", file=sys.stderr)
+        return 130

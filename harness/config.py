@@ -1,0 +1,170 @@
+"""Suites: what to run, as validated frozen specs. Loading has no side effects (no environment, no network)."""
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UnknownNameError
+from harness.hardware import DEVICES, DTYPES
+from harness.yamlfile import YamlDoc
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks" / "suites"
+
+# Each scenario's parameters and their defaults; a parameter's type is its default's type.
+SCENARIO_DEFAULTS: dict[str, dict] = {
+    "latency": {"prompt_tokens": 128, "output_tokens": 32},
+    "throughput": {"prompt_tokens": 64, "output_tokens": 16, "batch_sizes": [1, 4, 16]},
+    "quality": {"task": "mmlu", "limit": 100, "seed": 1234},
+}
+QUALITY_TASKS = ("mmlu",)
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    warmup: int = 1
+    repetitions: int = 5
+    min_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    name: str
+    params: dict
+
+    @property
+    def task(self) -> tuple[str, int]:
+        """The task this scenario runs and its version: speed scenarios run seeded synthetic prompts."""
+        if self.name == "quality":
+            from harness.quality import mmlu
+
+            return self.params["task"], mmlu.TASK_VERSION
+        return "synthetic", 1
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    description: str
+    models: tuple[str, ...]
+    backends: tuple[str, ...]
+    scenarios: tuple[ScenarioSpec, ...]
+    device: str = "auto"
+    dtype: str = "auto"
+    measure: MeasureSpec = MeasureSpec()
+    cell_timeout_s: float = 1800.0
+    path: str = ""
+
+    def replace(self, **changes) -> "SuiteSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_scenario_params(doc: YamlDoc, path: tuple, name: str, given: dict) -> dict:
+    defaults = SCENARIO_DEFAULTS[name]
+    params = dict(defaults)
+    for key, value in given.items():
+        where = (*path, key)
+        if key not in defaults:
+            raise doc.error(where, f"unknown parameter of scenario {name}", f"known: {', '.join(sorted(defaults))}")
+        default = defaults[key]
+        if isinstance(default, list):
+            if not isinstance(value, list) or not value or not all(_positive_int(v) for v in value):
+                raise doc.error(where, f"must be a non-empty list of positive integers, got {value!r}")
+        elif isinstance(default, int):
+            if not _positive_int(value):
+                raise doc.error(where, f"must be a positive integer, got {value!r}")
+        elif key == "task" and value not in QUALITY_TASKS:
+            raise doc.error(where, f"unknown task {value!r}", f"known: {', '.join(QUALITY_TASKS)}")
+        params[key] = value
+    return params
+
+
+def _check_keys(doc: YamlDoc, path: tuple, mapping, allowed: set[str], required: set[str]) -> None:
+    if not isinstance(mapping, dict):
+        raise doc.error(path, f"must be a mapping, got {type(mapping).__name__}")
+    for key in mapping:
+        if key not in allowed:
+            raise doc.error((*path, key), "unknown field", f"allowed: {', '.join(sorted(allowed))}")
+    for key in sorted(required - set(mapping)):
+        raise doc.error(path, f"missing required field '{key}'")
+
+
+def _string_list(doc: YamlDoc, path: tuple, value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise doc.error(path, "must be a non-empty list of names")
+    return tuple(value)
+
+
+def load_suite_file(file: Path) -> SuiteSpec:
+    from harness.backends import BACKENDS
+    from harness.scenarios import SCENARIOS
+
+    doc = YamlDoc(file)
+    data = doc.data
+    fields = {"name", "description", "models", "backends", "scenarios", "device", "dtype", "measure",
+              "cell_timeout_s"}
+    _check_keys(doc, (), data, fields, {"name", "models", "scenarios"})
+    backends = _string_list(doc, ("backends",), data.get("backends", ["transformers"]))
+    for i, backend in enumerate(backends):
+        if backend not in BACKENDS.names():
+            raise doc.error(("backends", i), f"unknown backend '{backend}'", f"known: {', '.join(BACKENDS.names())}")
+    for key, allowed in (("device", DEVICES), ("dtype", DTYPES)):
+        if data.get(key, "auto") not in allowed:
+            raise doc.error((key,), f"must be one of {', '.join(allowed)}, got {data[key]!r}")
+    measure = data.get("measure", {})
+    _check_keys(doc, ("measure",), measure, {"warmup", "repetitions", "min_seconds"}, set())
+    for key in ("warmup", "repetitions"):
+        value = measure.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "warmup" else 1):
+            raise doc.error(("measure", key), f"must be an integer >= {0 if key == 'warmup' else 1}, got {value!r}")
+    min_seconds = measure.get("min_seconds", 0.0)
+    if not isinstance(min_seconds, (int, float)) or isinstance(min_seconds, bool) or min_seconds < 0:
+        raise doc.error(("measure", "min_seconds"), f"must be a number >= 0, got {min_seconds!r}")
+    timeout = data.get("cell_timeout_s", SuiteSpec.cell_timeout_s)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise doc.error(("cell_timeout_s",), f"must be a number of seconds > 0, got {timeout!r}")
+    scenarios_data = data["scenarios"]
+    if not isinstance(scenarios_data, list) or not scenarios_data:
+        raise doc.error(("scenarios",), "must be a non-empty list")
+    scenarios = []
+    for i, item in enumerate(scenarios_data):
+        path = ("scenarios", i)
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise doc.error(path, "each scenario is a mapping with a 'name'")
+        if item["name"] not in SCENARIOS.names():
+            raise doc.error((*path, "name"), f"unknown scenario '{item['name']}'",
+                            f"known: {', '.join(SCENARIOS.names())}")
+        given = {k: v for k, v in item.items() if k != "name"}
+        scenarios.append(ScenarioSpec(item["name"], _check_scenario_params(doc, path, item["name"], given)))
+    return SuiteSpec(
+        name=str(data["name"]),
+        description=str(data.get("description", "")),
+        models=_string_list(doc, ("models",), data["models"]),
+        backends=backends,
+        scenarios=tuple(scenarios),
+        device=data.get("device", "auto"),
+        dtype=data.get("dtype", "auto"),
+        measure=MeasureSpec(measure.get("warmup", 1), measure.get("repetitions", 5), float(min_seconds)),
+        cell_timeout_s=float(timeout),
+        path=str(file),
+    )
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str) -> SuiteSpec:
+    """A suite by name (tasks/suites/NAME.yaml) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_suite_file(path)
+    file = SUITES_DIR / f"{name_or_path}.yaml"
+    if not file.exists():
+        raise UnknownNameError("suite", name_or_path, suite_names(), hint="or pass a path to a suite YAML file")
+    return load_suite_file(file)

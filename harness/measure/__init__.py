@@ -1,0 +1,1 @@
+"""Clocks, statistics and samplers: how every figure is measured."""

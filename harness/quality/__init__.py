@@ -1,0 +1,1 @@
+"""Quality tasks and their scoring, run on the same loaded weights that were timed."""

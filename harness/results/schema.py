@@ -1,0 +1,58 @@
+"""The result row (long format: one figure per row), versioned.
+
+A row describes itself: what was measured (metric, unit, formula id, value, statistics, raw samples), under which
+conditions (params), on what (model and its weights hash, backend and version, device, dtype, task and version),
+on which machine (the environment fingerprint), and the comparability key that says which rows may be compared.
+"""
+
+import datetime
+import hashlib
+import json
+
+SCHEMA_VERSION = 1
+
+# The context fields that decide whether two figures are comparable (METRICS.md, "Rules for every measured figure").
+KEY_FIELDS = (
+    "profile", "device_name", "driver", "backend", "backend_version", "dtype", "model", "model_revision",
+    "task", "task_version", "scenario",
+)
+
+
+def comparability_key(context: dict, params: dict) -> dict:
+    key = {field: context.get(field) for field in KEY_FIELDS}
+    key["driver"] = (context.get("fingerprint") or {}).get("driver")
+    key["params"] = params
+    return key
+
+
+def key_id(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_row(context: dict, *, metric: str | None, unit: str | None, formula: str | None, value, params: dict,
+             stats: dict | None = None, samples: list | None = None, status: str = "ok",
+             error: str | None = None) -> dict:
+    key = comparability_key(context, params)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **{k: v for k, v in context.items() if k != "fingerprint"},
+        "params": params,
+        "metric": metric,
+        "unit": unit,
+        "formula": formula,
+        "value": value,
+        "stats": stats or {},
+        "samples": samples or [],
+        "status": status,
+        "error": error,
+        "key": key,
+        "key_id": key_id(key),
+        "fingerprint": context.get("fingerprint", {}),
+    }
+
+
+def failed_row(context: dict, error: str) -> dict:
+    """The row a cell leaves when it could not finish: no figure, the reason in `error`."""
+    return make_row(context, metric=None, unit=None, formula=None, value=None, params={}, status="failed",
+                    error=error)

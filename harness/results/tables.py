@@ -1,0 +1,103 @@
+"""Wide views of the long rows: summary.csv (one line per cell and batch size) and the console table."""
+
+import csv
+import io
+from pathlib import Path
+
+from harness.results.store import write_atomic
+
+SUMMARY_COLUMNS = [
+    "run_id", "model", "backend", "device", "device_name", "dtype", "task", "scenario", "batch_size",
+    "prompt_tokens", "output_tokens", "ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s",
+    "peak_rss_mib", "weights_mib", "kv_cache_mib", "peak_allocated_mib", "accuracy", "accuracy_stderr", "samples",
+    "status", "error", "model_revision", "key_id",
+]
+FIGURE_COLUMNS = {"ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mib",
+                  "weights_mib", "kv_cache_mib", "peak_allocated_mib", "accuracy"}
+
+
+def summary_rows(rows: list[dict]) -> list[dict]:
+    """Groups rows by cell and batch size. Figures without a batch size (the cell's memory) go on every line of
+    their cell; a failed row marks every line of its cell failed, with the error."""
+    cells: dict[str, dict] = {}
+    for row in rows:
+        cells.setdefault(row["cell_id"], {"rows": [], "first": row})["rows"].append(row)
+    lines = []
+    for cell in cells.values():
+        per_batch: dict = {}
+        shared: dict = {}
+        failure = next((r for r in cell["rows"] if r["status"] != "ok"), None)
+        for row in cell["rows"]:
+            if row["metric"] is None:
+                continue
+            batch = row["params"].get("batch_size")
+            target = shared if batch is None else per_batch.setdefault(batch, {"_params": row["params"]})
+            target[row["metric"]] = row
+        for batch, figures in (sorted(per_batch.items()) or [(None, {"_params": {}})]):
+            line = _line(cell["first"], figures.pop("_params"), {**shared, **figures})
+            line["batch_size"] = batch
+            if failure:
+                line["status"], line["error"] = failure["status"], failure["error"]
+            lines.append(line)
+    return lines
+
+
+def _line(first: dict, params: dict, figures: dict) -> dict:
+    line = {col: first.get(col) for col in ("run_id", "model", "backend", "device", "device_name", "dtype", "task",
+                                            "scenario", "model_revision")}
+    line.update(prompt_tokens=params.get("prompt_tokens"), output_tokens=params.get("output_tokens"))
+    for name, row in figures.items():
+        if name in FIGURE_COLUMNS:
+            line[name] = row["value"]
+    accuracy = figures.get("accuracy")
+    if accuracy:
+        line["accuracy_stderr"] = accuracy["stats"].get("stderr")
+    timed = figures.get("decode_tok_s") or accuracy
+    line["samples"] = timed["stats"].get("n") if timed else None
+    line["key_id"] = timed["key_id"] if timed else None
+    line["status"], line["error"] = "ok", None
+    return line
+
+
+def write_summary_csv(path: Path, lines: list[dict]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for line in lines:
+        writer.writerow({k: _cell(v) for k, v in line.items()})
+    write_atomic(path, out.getvalue())
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+CONSOLE_COLUMNS = [
+    ("model", "model"), ("scenario", "scenario"), ("batch_size", "batch"), ("ttft_ms", "ttft_ms"),
+    ("tpot_ms", "tpot_ms"), ("prefill_tok_s", "prefill_tok/s"), ("decode_tok_s", "decode_tok/s"),
+    ("peak_rss_mib", "peak_rss_MiB"), ("accuracy", "accuracy"), ("status", "status"),
+]
+
+
+def console_table(lines: list[dict]) -> str:
+    header = [title for _, title in CONSOLE_COLUMNS]
+    body = []
+    for line in lines:
+        cells = []
+        for key, _ in CONSOLE_COLUMNS:
+            value = line.get(key)
+            if key == "accuracy" and value is not None and line.get("accuracy_stderr") is not None:
+                cells.append(f"{value:.3f}±{line['accuracy_stderr']:.3f}")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}")
+            else:
+                cells.append("" if value is None else str(value))
+        body.append(cells)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*row) for row in body]
+    errors = [f"  {line['model']} {line['scenario']}: {line['error']}" for line in lines if line.get("error")]
+    return "\n".join(out + (["failed cells:", *dict.fromkeys(errors)] if errors else []))

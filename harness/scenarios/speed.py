@@ -1,0 +1,73 @@
+"""Speed scenarios: latency (batch 1) and offline throughput (a batch-size sweep), on synthetic prompts.
+
+Definitions follow METRICS.md: ttft.v1, tpot.v1, e2e.v1, prefill.v1, decode.v1.
+"""
+
+import random
+
+from harness.backends.base import Backend, Generation
+from harness.measure.memory import MIB
+from harness.measure.recorder import Recorder
+from harness.measure.stats import RepetitionPolicy
+
+PROMPT_SEED = 1234
+
+
+def synthetic_prompts(pool: list[int], batch_size: int, prompt_tokens: int, seed: int = PROMPT_SEED) -> list[list[int]]:
+    """Prompts of exactly `prompt_tokens` ids drawn from `pool` by the generator's own seeded RNG."""
+    rng = random.Random(seed)
+    return [[rng.choice(pool) for _ in range(prompt_tokens)] for _ in range(batch_size)]
+
+
+def generation_figures(gen: Generation, prompt_tokens: int) -> dict[str, float | None]:
+    """The per-run figures of one batched generation, by their METRICS.md formulas."""
+    batch = len(gen.new_token_ids)
+    n = len(gen.token_times)
+    t_1, t_n = gen.token_times[0], gen.token_times[-1]
+    decode_seconds = t_n - t_1
+    return {
+        "ttft_ms": (t_1 - gen.t_send) * 1e3,
+        "e2e_latency_ms": (t_n - gen.t_send) * 1e3,
+        "prefill_tok_s": prompt_tokens * batch / (t_1 - gen.t_send),
+        # Undefined, not zero, for a single output token.
+        "tpot_ms": decode_seconds / (n - 1) * 1e3 if n > 1 else None,
+        "decode_tok_s": batch * (n - 1) / decode_seconds if n > 1 and decode_seconds > 0 else None,
+    }
+
+
+def measure_generation(
+    backend: Backend, recorder: Recorder, policy: RepetitionPolicy, batch_size: int, prompt_tokens: int,
+    output_tokens: int,
+) -> None:
+    prompts = synthetic_prompts(backend.prompt_token_pool(), batch_size, prompt_tokens)
+    last: list[Generation] = []
+
+    def once() -> dict:
+        gen = backend.generate(prompts, output_tokens)
+        counts = {len(ids) for ids in gen.new_token_ids}
+        if counts != {output_tokens} or len(gen.token_times) != output_tokens:
+            raise RuntimeError(f"asked for {output_tokens} output tokens, got {sorted(counts)}")
+        last[:] = [gen]
+        return generation_figures(gen, prompt_tokens)
+
+    backend.reset_peak_memory()
+    runs = policy.run(once)
+    params = {"batch_size": batch_size, "prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
+    for name in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s"):
+        recorder.figure(name, [run[name] for run in runs], params)
+    if last[0].kv_cache_bytes is not None:
+        recorder.figure("kv_cache_mib", [last[0].kv_cache_bytes / MIB], params)
+    for name, value in backend.memory().items():
+        if name != "weights_mib":
+            recorder.figure(name, [value], params)
+
+
+def run_latency(backend: Backend, params: dict, recorder: Recorder) -> None:
+    measure_generation(backend, recorder, recorder.policy, 1, params["prompt_tokens"], params["output_tokens"])
+
+
+def run_throughput(backend: Backend, params: dict, recorder: Recorder) -> None:
+    for batch_size in params["batch_sizes"]:
+        measure_generation(
+            backend, recorder, recorder.policy, batch_size, params["prompt_tokens"], params["output_tokens"]
+        )
