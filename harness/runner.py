@@ -122,12 +122,11 @@ def _quiet_worker_environment(online: bool) -> None:
 def run_cell(cell: Cell, context: dict, emit) -> None:
     """Loads the cell's model, runs its scenario and emits its rows. Runs inside the worker process."""
     from harness.backends import BACKENDS
-    from harness.measure.memory import RssSampler
+    from harness.measure.memory import peak_rss_mib
     from harness.measure.recorder import Recorder
     from harness.measure.stats import RepetitionPolicy
     from harness.scenarios import SCENARIOS
 
-    sampler = RssSampler().start()
     backend = BACKENDS.get(cell.backend)()
     backend.load(Path(cell.model_path), cell.device, cell.dtype, {})
     info = backend.info()
@@ -138,7 +137,7 @@ def run_cell(cell: Cell, context: dict, emit) -> None:
     SCENARIOS.get(cell.scenario.name)(backend, cell.scenario.params, recorder)
     recorder.figure("weights_mib", [backend.memory()["weights_mib"]])
     backend.close()
-    recorder.figure("peak_rss_mib", [sampler.stop()])
+    recorder.figure("peak_rss_mib", [peak_rss_mib()])
 
 
 def _worker(cell: Cell, context: dict, conn, log_path: str, online: bool) -> None:
