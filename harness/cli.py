@@ -5,6 +5,7 @@ Every user error becomes one line on stderr, a hint, and exit code 2; never a tr
 
 import argparse
 import sys
+from pathlib import Path
 
 from harness.errors import BenchError
 
@@ -15,6 +16,9 @@ EXAMPLES = """examples:
   bench models list                          known model aliases and whether they are prepared
   bench models pull gemma3-270m              fetch and convert a model ahead of time
   bench overhead                             bench's decode tok/s against a bare greedy loop (ratio)
+  bench profiles detect                      which hardware profile matches this machine, and why
+  bench run --profile rtx4090                refuses unless this machine is an RTX 4090 (--force overrides)
+  bench calibrate                            measure memory bandwidth and matmul FLOP/s
 """
 
 
@@ -28,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite and write rows.jsonl, summary.csv and a table",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     run.add_argument("--suite", default="quick", help="suite name (tasks/suites/NAME.yaml) or YAML path [quick]")
-    run.add_argument("--profile", help="hardware profile name (hardware_profiles/NAME.yaml)")
+    run.add_argument("--profile", help="hardware profile (hardware_profiles/NAME.yaml) [the one detected]")
+    run.add_argument("--force", action="store_true", help="run even where the machine does not match --profile")
     run.add_argument("--model", action="append", metavar="M", help="model alias, local folder or HF id (repeatable)")
     run.add_argument("--backend", action="append", metavar="B", help="backend name (repeatable)")
     run.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="device [suite's, usually auto]")
@@ -49,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--online", action="store_true", help="allow the Hugging Face hub")
 
     sub.add_parser("suites", help="list the suites")
+
+    profiles = sub.add_parser("profiles", help="hardware profiles: list, show one, detect this machine's")
+    profiles_sub = profiles.add_subparsers(dest="profiles_command", metavar="ACTION")
+    profiles_sub.add_parser("list", help="every profile, with its bandwidth, peak and price")
+    show = profiles_sub.add_parser("show", help="one profile's figures and their sources")
+    show.add_argument("name")
+    detect = profiles_sub.add_parser("detect", help="which profile matches this machine, and why")
+    detect.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+
+    calibrate = sub.add_parser("calibrate", help="measure this device's memory bandwidth and matmul FLOP/s (cached)")
+    calibrate.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    calibrate.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
 
     overhead = sub.add_parser("overhead", help="harness overhead: bench's decode tok/s over a bare greedy loop's")
     overhead.add_argument("--model", default="smollm2-135m")
@@ -100,12 +117,9 @@ def _suite_from_args(args):
 def _cmd_run(args) -> int:
     from harness.runner import render, run_suite
 
-    if args.profile:
-        from harness.errors import ConfigError
-
-        raise ConfigError("--profile is not supported yet", hint="run without --profile; profiles arrive with issue 2")
     suite = _suite_from_args(args)
-    result = run_suite(suite, out_dir=args.out, online=args.online, progress=not args.no_progress)
+    result = run_suite(suite, out_dir=args.out, online=args.online, progress=not args.no_progress,
+                       profile=args.profile, force=args.force)
     print(render(result))
     return 1 if result.failed else 0
 
@@ -131,6 +145,48 @@ def _cmd_suites(args) -> int:
     return 0
 
 
+def _cmd_profiles(args) -> int:
+    from harness import profiles
+
+    if args.profiles_command == "show":
+        profile = profiles.get_profile(args.name)
+        print(Path(profile.file).read_text().rstrip())
+        return 0
+    if args.profiles_command == "detect":
+        from harness.hardware import detect_device, device_name, memory_gb
+
+        device = detect_device(args.device)
+        found, reason = profiles.detect(device, device_name(device), memory_gb(device))
+        print(f"{found.name if found else 'none'}: {reason}")
+        return 0
+    row = "{:<15} {:<6} {:>9} {:>14} {:>12} {:>7}  {}"
+    print(row.format("profile", "kind", "memory_GB", "bandwidth_GB/s", "bf16_TFLOP/s", "$/h", "description"))
+    for name in profiles.profile_names():
+        p = profiles.get_profile(name)
+        figures = [_number(v) for v in (p.memory_gb, p.memory_bandwidth_gbps, p.bf16_tflops, p.price_usd_per_hour)]
+        print(row.format(p.name, p.kind, *figures, p.description))
+    return 0
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _cmd_calibrate(args) -> int:
+    from harness.hardware import auto_dtype, detect_device
+    from harness.measure.calibration import calibrate
+
+    device = detect_device(args.device)
+    dtype = auto_dtype(device) if args.dtype == "auto" else args.dtype
+    result, _ = calibrate(device, dtype, fresh=True)
+    for label, stats, unit in (("copy bandwidth (read + write)", result.bandwidth_stats, "GB/s"),
+                               (f"{dtype} matmul n={result.matmul_n}", result.matmul_stats, "TFLOP/s")):
+        print(f"{label:<32} median {stats['median']:.4g} {unit}  p10 {stats['p10']:.4g}  p90 {stats['p90']:.4g}  "
+              f"cv {stats['cv']:.3f}  n {stats['n']}")
+    print(f"device {device} ({result.device_name}); cached for later runs")
+    return 0
+
+
 def _cmd_overhead(args) -> int:
     from harness.overhead import measure_overhead
 
@@ -138,7 +194,8 @@ def _cmd_overhead(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "models": _cmd_models, "suites": _cmd_suites, "overhead": _cmd_overhead}
+COMMANDS = {"run": _cmd_run, "models": _cmd_models, "suites": _cmd_suites, "profiles": _cmd_profiles,
+            "calibrate": _cmd_calibrate, "overhead": _cmd_overhead}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse already printed its one-line usage error
         return int(exit_.code or 0)
-    if args.command is None or (args.command == "models" and args.models_command is None):
-        parser.print_help() if args.command is None else print("usage: bench models {list,pull NAME}")
-        return 0 if args.command is None else 2
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, f"{args.command}_command", "") is None:  # a command group given without its action
+        print(f"bench {args.command}: say which action; see bench {args.command} --help", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command](args)
     except BenchError as exc:
@@ -157,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader (e.g. `| head`) went away: nothing left to say
+        sys.stdout = None
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted; rows measured so far are in the run folder's rows.jsonl", file=sys.stderr)
         return 130

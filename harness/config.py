@@ -82,16 +82,6 @@ def _check_scenario_params(doc: YamlDoc, path: tuple, name: str, given: dict) ->
     return params
 
 
-def _check_keys(doc: YamlDoc, path: tuple, mapping, allowed: set[str], required: set[str]) -> None:
-    if not isinstance(mapping, dict):
-        raise doc.error(path, f"must be a mapping, got {type(mapping).__name__}")
-    for key in mapping:
-        if key not in allowed:
-            raise doc.error((*path, key), "unknown field", f"allowed: {', '.join(sorted(allowed))}")
-    for key in sorted(required - set(mapping)):
-        raise doc.error(path, f"missing required field '{key}'")
-
-
 def _string_list(doc: YamlDoc, path: tuple, value) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -108,7 +98,7 @@ def load_suite_file(file: Path) -> SuiteSpec:
     data = doc.data
     fields = {"name", "description", "models", "backends", "scenarios", "device", "dtype", "measure",
               "cell_timeout_s"}
-    _check_keys(doc, (), data, fields, {"name", "models", "scenarios"})
+    doc.check_keys((), data, fields, {"name", "models", "scenarios"})
     backends = _string_list(doc, ("backends",), data.get("backends", ["transformers"]))
     for i, backend in enumerate(backends):
         if backend not in BACKENDS.names():
@@ -117,7 +107,7 @@ def load_suite_file(file: Path) -> SuiteSpec:
         if data.get(key, "auto") not in allowed:
             raise doc.error((key,), f"must be one of {', '.join(allowed)}, got {data[key]!r}")
     measure = data.get("measure", {})
-    _check_keys(doc, ("measure",), measure, {"warmup", "repetitions", "min_seconds"}, set())
+    doc.check_keys(("measure",), measure, {"warmup", "repetitions", "min_seconds"}, set())
     for key in ("warmup", "repetitions"):
         value = measure.get(key, 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "warmup" else 1):

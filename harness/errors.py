@@ -11,6 +11,16 @@ class BenchError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self):
+        # Crosses process boundaries whole (message and hint), whatever the subclass's constructor takes.
+        return _rebuild, (type(self), self.message, self.hint)
+
+
+def _rebuild(cls: type, message: str, hint: str) -> "BenchError":
+    error = cls.__new__(cls)
+    BenchError.__init__(error, message, hint)
+    return error
+
 
 class ConfigError(BenchError):
     """A suite, task, profile or command-line value is invalid."""

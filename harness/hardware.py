@@ -81,6 +81,15 @@ def device_name(device: str) -> str:
     return cpu_model()
 
 
+def memory_gb(device: str) -> float:
+    """The device's memory in GB (1e9 bytes): GPU memory on CUDA, else the machine's RAM (unified on Apple)."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 1e9
+    return psutil.virtual_memory().total / 1e9
+
+
 def synchronize(device: str) -> None:
     """Waits for queued device work, so a host clock read after it sees the work done."""
     import torch

@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import _check_keys
 from harness.errors import ConfigError, UnknownNameError
 from harness.hardware import DTYPES
 from harness.yamlfile import YamlDoc
@@ -50,6 +49,10 @@ class Profile:
     default_backends: tuple[str, ...]
     file: str
 
+    def peak_tflops(self, dtype: str) -> float | None:
+        """The datasheet's dense peak for `dtype`; None where the profile has none (fp32 figures are not kept)."""
+        return self.bf16_tflops if dtype in ("bf16", "fp16") else None
+
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
@@ -58,7 +61,7 @@ def _is_number(value) -> bool:
 def load_profile(path) -> Profile:
     doc = YamlDoc(path)
     data = doc.data
-    _check_keys(doc, (), data, FIELDS, FIELDS)
+    doc.check_keys((), data, FIELDS, FIELDS)
     for key in NUMBERS:
         if data[key] is not None and not _is_number(data[key]):
             raise doc.error((key,), f"must be a number >= 0 or null, got {data[key]!r}")
@@ -70,7 +73,7 @@ def load_profile(path) -> Profile:
         raise doc.error(("kind",), f"must be one of {', '.join(KIND_DEVICES)}, got {data['kind']!r}")
 
     match = data["match"]
-    _check_keys(doc, ("match",), match, {"device_name", "memory_gb"}, {"device_name"})
+    doc.check_keys(("match",), match, {"device_name", "memory_gb"}, {"device_name"})
     pattern = match["device_name"]
     try:
         re.compile(pattern)
@@ -85,7 +88,7 @@ def load_profile(path) -> Profile:
         memory = (float(memory[0]), float(memory[1]))
 
     defaults = data["defaults"]
-    _check_keys(doc, ("defaults",), defaults, DEFAULTS, DEFAULTS)
+    doc.check_keys(("defaults",), defaults, DEFAULTS, DEFAULTS)
     if defaults["dtype"] not in DTYPES:
         raise doc.error(("defaults", "dtype"), f"must be one of {', '.join(DTYPES)}, got {defaults['dtype']!r}")
     sizes = defaults["batch_sizes"]

@@ -4,6 +4,7 @@ A cell that raises, crashes, runs out of memory or overruns its timeout becomes 
 The parent process alone writes rows.jsonl: the worker sends each row over a pipe as soon as it is measured.
 """
 
+import concurrent.futures
 import datetime
 import hashlib
 import json
@@ -16,7 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.config import MeasureSpec, ScenarioSpec, SuiteSpec
-from harness.errors import BenchError, UnknownNameError
+from harness.errors import BenchError, ConfigError, UnknownNameError
+from harness.measure.calibration import Probe, probe
+from harness.measure.roofline import Limits
+from harness.profiles import Profile, detect, get_profile, match
 from harness.results.schema import failed_row
 from harness.results.store import RowWriter, read_rows, write_yaml
 from harness.results.tables import console_table, summary_rows, write_summary_csv
@@ -34,6 +38,7 @@ class Cell:
     dtype: str
     measure: MeasureSpec
     timeout_s: float
+    machine: "Machine"
     # Why the cell cannot run at all (its model or data could not be prepared); it becomes a failed row.
     unavailable: str | None = None
 
@@ -50,9 +55,57 @@ class Cell:
             "run_id": run_id, "cell_id": self.cell_id, "model": self.model, "model_source": self.model_source,
             "model_revision": self.model_revision, "backend": self.backend, "backend_version": None,
             "device": self.device, "device_name": None, "dtype": self.dtype, "task": task,
-            "task_version": task_version, "scenario": self.scenario.name, "profile": None,
-            "fingerprint": fingerprint,
+            "task_version": task_version, "scenario": self.scenario.name,
+            "profile": self.machine.profile.name if self.machine.profile else None,
+            "off_profile": self.machine.off_profile, "energy_source": None, "fingerprint": fingerprint,
         }
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The hardware a run is on: what the probe found, the profile its results are held against, the limits."""
+
+    probe: Probe
+    profile: Profile | None
+    off_profile: bool
+    profile_reason: str
+
+    @property
+    def limits(self) -> Limits:
+        profile, calibration = self.profile, self.probe.calibration
+        return Limits(
+            datasheet_gbps=profile.memory_bandwidth_gbps if profile else None,
+            datasheet_tflops=profile.peak_tflops(self.probe.dtype) if profile else None,
+            calibrated_gbps=calibration.bandwidth_gbps if calibration else None,
+            calibrated_tflops=calibration.matmul_tflops if calibration else None,
+            price_usd_per_hour=profile.price_usd_per_hour if profile else None,
+        )
+
+
+def _probe_in_subprocess(device: str, dtype: str) -> Probe:
+    """Device, dtype and calibration, found in a fresh process so that neither torch nor the calibration's memory
+    stays in this one (the cells' peak memory must not include it)."""
+    mp = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=mp) as pool:
+        return pool.submit(probe, device, dtype).result()
+
+
+def resolve_machine(device: str, dtype: str, profile_name: str | None, force: bool) -> Machine:
+    """This machine, held against the named profile (refused when it does not match, unless forced) or against
+    the profile detected."""
+    found = _probe_in_subprocess(device, dtype)
+    if profile_name is None:
+        profile, reason = detect(found.device, found.device_name, found.memory_gb)
+        return Machine(found, profile, False, reason)
+    profile = get_profile(profile_name)
+    matches, reason = match(profile, found.device, found.device_name, found.memory_gb)
+    if not matches and not force:
+        raise ConfigError(f"this machine does not match profile {profile.name}: {reason}",
+                          hint="`bench profiles detect` shows which profile does; --force runs anyway, "
+                               "marking every row off_profile")
+    if dtype == "auto" and profile.default_dtype not in ("auto", found.dtype):
+        found = _probe_in_subprocess(device, profile.default_dtype)
+    return Machine(found, profile, not matches, reason)
 
 
 def new_run_id() -> str:
@@ -88,7 +141,7 @@ def prepare_data(suite: SuiteSpec) -> str | None:
     return None
 
 
-def expand(suite: SuiteSpec, models: dict[str, object], data_problem: str | None) -> list[Cell]:
+def expand(suite: SuiteSpec, models: dict[str, object], data_problem: str | None, machine: "Machine") -> list[Cell]:
     cells = []
     for model_name in suite.models:
         model = models[model_name]
@@ -103,8 +156,8 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problem: str | None
                     model_path=str(resolved.path) if resolved else None,
                     model_source=resolved.source if resolved else None,
                     model_revision=resolved.revision if resolved else None,
-                    backend=backend, scenario=scenario, device=suite.device, dtype=suite.dtype,
-                    measure=suite.measure, timeout_s=suite.cell_timeout_s, unavailable=problem,
+                    backend=backend, scenario=scenario, device=machine.probe.device, dtype=machine.probe.dtype,
+                    measure=suite.measure, timeout_s=suite.cell_timeout_s, machine=machine, unavailable=problem,
                 ))
     return cells
 
@@ -122,6 +175,7 @@ def _quiet_worker_environment(online: bool) -> None:
 def run_cell(cell: Cell, context: dict, emit) -> None:
     """Loads the cell's model, runs its scenario and emits its rows. Runs inside the worker process."""
     from harness.backends import BACKENDS
+    from harness.measure.energy import open_counter
     from harness.measure.memory import peak_rss_mib
     from harness.measure.recorder import Recorder
     from harness.measure.stats import RepetitionPolicy
@@ -130,11 +184,23 @@ def run_cell(cell: Cell, context: dict, emit) -> None:
     backend = BACKENDS.get(cell.backend)()
     backend.load(Path(cell.model_path), cell.device, cell.dtype, {})
     info = backend.info()
+    counter, energy_source_or_reason = open_counter(info.device)
     context = {**context, "backend_version": info.backend_version, "device": info.device,
-               "device_name": info.device_name, "dtype": info.dtype, "backend_info": info.extra}
+               "device_name": info.device_name, "dtype": info.dtype, "backend_info": info.extra,
+               "energy_source": counter.source if counter else "none",
+               "energy_unavailable": None if counter else energy_source_or_reason}
     policy = RepetitionPolicy(cell.measure.warmup, cell.measure.repetitions, cell.measure.min_seconds)
-    recorder = Recorder(context, policy, emit)
+    recorder = Recorder(context, policy, emit, cell.machine.limits, counter)
+    calibration = cell.machine.probe.calibration
+    if calibration:
+        params = {"copy_mib": calibration.copy_mib, "matmul_n": calibration.matmul_n}
+        bandwidth, tflops = calibration.bandwidth_stats, calibration.matmul_stats
+        recorder.figure("calibrated_bandwidth_gbps", [calibration.bandwidth_gbps], params, **bandwidth)
+        recorder.figure("calibrated_tflops", [calibration.matmul_tflops], params, **tflops)
     SCENARIOS.get(cell.scenario.name)(backend, cell.scenario.params, recorder)
+    shape = backend.model_shape()
+    recorder.figure("total_params", [shape.total_params])
+    recorder.figure("active_params", [shape.active_params])
     recorder.figure("weights_mib", [backend.memory()["weights_mib"]])
     backend.close()
     recorder.figure("peak_rss_mib", [peak_rss_mib()])
@@ -195,21 +261,24 @@ class RunResult:
     run_dir: Path
     lines: list[dict]
     wall_s: float
+    machine: Machine
 
     @property
     def failed(self) -> int:
         return sum(1 for line in self.lines if line["status"] != "ok")
 
 
-def run_suite(suite: SuiteSpec, out_dir: Path | None = None, online: bool = False, progress: bool = True) -> RunResult:
+def run_suite(suite: SuiteSpec, out_dir: Path | None = None, online: bool = False, progress: bool = True,
+              profile: str | None = None, force: bool = False) -> RunResult:
     from tqdm import tqdm
 
     from harness import hardware
 
     started = time.perf_counter()
+    machine = resolve_machine(suite.device, suite.dtype, profile, force)
     models = prepare_models(suite, online)
     data_problem = prepare_data(suite)
-    cells = expand(suite, models, data_problem)
+    cells = expand(suite, models, data_problem, machine)
     run_id = new_run_id()
     run_dir = Path(out_dir) if out_dir else Path("results") / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +290,13 @@ def run_suite(suite: SuiteSpec, out_dir: Path | None = None, online: bool = Fals
         "models": {name: (str(m) if isinstance(m, BenchError) else {k: str(v) for k, v in asdict(m).items()})
                    for name, m in models.items()},
         "cells": [cell.cell_id for cell in cells],
+        "machine": {"device": machine.probe.device, "device_name": machine.probe.device_name,
+                    "memory_gb": machine.probe.memory_gb, "dtype": machine.probe.dtype,
+                    "profile": machine.profile.name if machine.profile else None, "off_profile": machine.off_profile,
+                    "profile_reason": machine.profile_reason, "limits": asdict(machine.limits),
+                    "calibration": asdict(machine.probe.calibration) if machine.probe.calibration else None,
+                    "calibration_cached": machine.probe.calibration_cached,
+                    "calibration_error": machine.probe.calibration_error},
         "fingerprint": fingerprint,
     })
     writer = RowWriter(run_dir / "rows.jsonl")
@@ -240,9 +316,22 @@ def run_suite(suite: SuiteSpec, out_dir: Path | None = None, online: bool = Fals
         writer.close()
     lines = summary_rows(read_rows(run_dir / "rows.jsonl"))
     write_summary_csv(run_dir / "summary.csv", lines)
-    return RunResult(run_dir, lines, time.perf_counter() - started)
+    return RunResult(run_dir, lines, time.perf_counter() - started, machine)
+
+
+def describe(machine: Machine) -> str:
+    """Two lines: the profile and why, and what calibration measured."""
+    found = machine.probe
+    profile = machine.profile.name if machine.profile else "none"
+    off = " (OFF-PROFILE: rows marked off_profile)" if machine.off_profile else ""
+    calibration = found.calibration
+    measured = (f"calibrated {calibration.bandwidth_gbps:.1f} GB/s copy bandwidth, {calibration.matmul_tflops:.3g} "
+                f"TFLOP/s {found.dtype} matmul{' (cached)' if found.calibration_cached else ''}"
+                if calibration else f"no calibration: {found.calibration_error}")
+    return (f"device {found.device} ({found.device_name}, {found.memory_gb:.0f} GB), dtype {found.dtype}; "
+            f"profile {profile}{off}: {machine.profile_reason}\n{measured}")
 
 
 def render(result: RunResult) -> str:
-    return (f"{console_table(result.lines)}\n\nrun folder: {result.run_dir}  "
+    return (f"{describe(result.machine)}\n\n{console_table(result.lines)}\n\nrun folder: {result.run_dir}  "
             f"(rows.jsonl, summary.csv, resolved_config.yaml)\nwall time: {result.wall_s:.1f} s")

@@ -48,3 +48,13 @@ class YamlDoc:
         field = ".".join(str(p) for p in path) or "(top level)"
         where = f"{self.file}:{line}" if line else str(self.file)
         return ConfigError(f"{where}: {field}: {reason}", hint)
+
+    def check_keys(self, path: tuple, mapping, allowed: set[str], required: set[str]) -> None:
+        """Refuses a value at `path` that is not a mapping, has a key outside `allowed` or lacks one of `required`."""
+        if not isinstance(mapping, dict):
+            raise self.error(path, f"must be a mapping, got {type(mapping).__name__}")
+        for key in mapping:
+            if key not in allowed:
+                raise self.error((*path, key), "unknown field", f"allowed: {', '.join(sorted(allowed))}")
+        for key in sorted(required - set(mapping)):
+            raise self.error(path, f"missing required field '{key}'")

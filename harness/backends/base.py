@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from harness.measure.roofline import ModelShape
+
 
 @dataclass
 class Generation:
@@ -55,6 +57,9 @@ class Backend(Protocol):
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         """For each (context, continuation): log P(continuation | context) summed over its tokens, and whether
         greedy decoding from the context would produce exactly the continuation."""
+
+    def model_shape(self) -> ModelShape:
+        """Parameter counts (total, embedding lookup, routed experts) for the roofline figures."""
 
     def reset_peak_memory(self) -> None:
         """Starts a new window for the device's peak-memory counters."""

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 from harness.backends.base import BackendInfo, Generation
 from harness.hardware import auto_dtype, detect_device, device_name, synchronize
 from harness.measure.memory import MIB
+from harness.measure.roofline import ModelShape
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Log-likelihood batches hold at most this many tokens (padding included): bounds activation memory.
@@ -175,6 +176,24 @@ class TransformersBackend:
                 logprob = rows.gather(1, targets[:, None]).sum().item()
                 greedy = bool((rows.argmax(-1) == targets).all().item())
                 results[index] = (logprob, greedy)
+
+    def model_shape(self) -> ModelShape:
+        config = self.model.config.get_text_config()
+        parameters = dict(self.model.named_parameters())  # tied weights appear once
+        embedding = self.model.get_input_embeddings().weight
+        output = self.model.get_output_embeddings()
+        tied = output is not None and output.weight is embedding
+        num_experts = next((getattr(config, key) for key in ("num_experts", "num_local_experts", "n_routed_experts")
+                            if getattr(config, key, None)), 0)
+        return ModelShape(
+            total_params=sum(p.numel() for p in parameters.values()),
+            bytes_per_param=embedding.element_size(),
+            lookup_only_params=0 if tied else embedding.numel(),
+            # Routed experts only: shared experts ("shared_expert(s)") run for every token.
+            expert_params=sum(p.numel() for name, p in parameters.items() if ".experts." in name),
+            num_experts=num_experts,
+            experts_per_token=getattr(config, "num_experts_per_tok", 0) if num_experts else 0,
+        )
 
     def reset_peak_memory(self) -> None:
         if self.device == "cuda":

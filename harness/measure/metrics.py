@@ -26,6 +26,22 @@ METRICS: dict[str, Metric] = {
     "weights_mib": Metric("MiB", "weights.v1", False),
     "kv_cache_mib": Metric("MiB", "kvcache.v1", False),
     "accuracy": Metric("fraction", "acc.v1", True),
+    # Roofline: against the profile's datasheet peak, and against this machine's calibrated peak (_calibrated).
+    "mbu": Metric("fraction", "mbu.v1", True),
+    "mbu_calibrated": Metric("fraction", "mbu.v1", True),
+    "mfu": Metric("fraction", "mfu.v1", True),
+    "mfu_calibrated": Metric("fraction", "mfu.v1", True),
+    # Calibration: bytes read + written per second by a large device copy; 2 n^3 / s for an n x n matmul.
+    "calibrated_bandwidth_gbps": Metric("GB/s", "calib_bw.v1", True),
+    "calibrated_tflops": Metric("TFLOP/s", "calib_flops.v1", True),
+    # Energy of whole generate() calls (prefill + decode) net of idle power, per output token; and its inverse.
+    "energy_j": Metric("J", "energy.v1", False),
+    "j_per_tok": Metric("J", "energy.v1", False),
+    "tok_per_j": Metric("tok/J", "energy.v1", True),
+    # Output tokens per second of whole generate() calls (batch x n / e2e) priced at the profile's rate.
+    "usd_per_mtok": Metric("$", "cost.v1", False),
+    "total_params": Metric("params", "params.v1", False),
+    "active_params": Metric("params", "params.v1", False),
 }
 
 

@@ -6,14 +6,19 @@ from pathlib import Path
 
 from harness.results.store import write_atomic
 
-SUMMARY_COLUMNS = [
-    "run_id", "model", "backend", "device", "device_name", "dtype", "task", "scenario", "batch_size",
-    "prompt_tokens", "output_tokens", "ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s",
-    "peak_rss_mib", "weights_mib", "kv_cache_mib", "peak_allocated_mib", "accuracy", "accuracy_stderr", "samples",
-    "status", "error", "model_revision", "key_id",
+CONTEXT_COLUMNS = ["run_id", "model", "backend", "device", "device_name", "dtype", "profile", "off_profile", "task",
+                   "scenario", "model_revision", "energy_source"]
+FIGURE_COLUMNS = [
+    "ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mib", "weights_mib",
+    "kv_cache_mib", "peak_allocated_mib", "accuracy", "total_params", "active_params", "mbu", "mbu_calibrated",
+    "mfu", "mfu_calibrated", "calibrated_bandwidth_gbps", "calibrated_tflops", "energy_j", "j_per_tok", "tok_per_j",
+    "usd_per_mtok",
 ]
-FIGURE_COLUMNS = {"ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mib",
-                  "weights_mib", "kv_cache_mib", "peak_allocated_mib", "accuracy"}
+SUMMARY_COLUMNS = [
+    *CONTEXT_COLUMNS[:6], "task", "scenario", "batch_size", "prompt_tokens", "output_tokens", *FIGURE_COLUMNS,
+    "accuracy_stderr", "samples", "status", "error", "profile", "off_profile", "energy_source", "model_revision",
+    "key_id",
+]
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
@@ -43,8 +48,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
 
 
 def _line(first: dict, params: dict, figures: dict) -> dict:
-    line = {col: first.get(col) for col in ("run_id", "model", "backend", "device", "device_name", "dtype", "task",
-                                            "scenario", "model_revision")}
+    line = {col: first.get(col) for col in CONTEXT_COLUMNS}
     line.update(prompt_tokens=params.get("prompt_tokens"), output_tokens=params.get("output_tokens"))
     for name, row in figures.items():
         if name in FIGURE_COLUMNS:
@@ -77,7 +81,8 @@ def _cell(value):
 CONSOLE_COLUMNS = [
     ("model", "model"), ("scenario", "scenario"), ("batch_size", "batch"), ("ttft_ms", "ttft_ms"),
     ("tpot_ms", "tpot_ms"), ("prefill_tok_s", "prefill_tok/s"), ("decode_tok_s", "decode_tok/s"),
-    ("peak_rss_mib", "peak_rss_MiB"), ("accuracy", "accuracy"), ("status", "status"),
+    ("peak_rss_mib", "peak_rss_MiB"), ("mbu_calibrated", "mbu_cal"), ("mbu", "mbu_sheet"),
+    ("usd_per_mtok", "$/Mtok"), ("accuracy", "accuracy"), ("status", "status"),
 ]
 
 

@@ -6,6 +6,7 @@ Definitions follow METRICS.md: ttft.v1, tpot.v1, e2e.v1, prefill.v1, decode.v1.
 import random
 
 from harness.backends.base import Backend, Generation
+from harness.measure import energy, roofline
 from harness.measure.memory import MIB
 from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
@@ -40,26 +41,68 @@ def measure_generation(
     output_tokens: int,
 ) -> None:
     prompts = synthetic_prompts(backend.prompt_token_pool(), batch_size, prompt_tokens)
+    counter = recorder.energy
+    idle_w = energy.measure_idle_power_w(counter) if counter else None
     last: list[Generation] = []
 
     def once() -> dict:
-        gen = backend.generate(prompts, output_tokens)
+        if counter:
+            gen, spent = energy.phase(counter, idle_w, lambda: backend.generate(prompts, output_tokens))
+        else:
+            gen, spent = backend.generate(prompts, output_tokens), None
         counts = {len(ids) for ids in gen.new_token_ids}
         if counts != {output_tokens} or len(gen.token_times) != output_tokens:
             raise RuntimeError(f"asked for {output_tokens} output tokens, got {sorted(counts)}")
         last[:] = [gen]
-        return generation_figures(gen, prompt_tokens)
+        figures = generation_figures(gen, prompt_tokens)
+        figures["energy_j"] = spent.energy_j if spent else None
+        return figures
 
     backend.reset_peak_memory()
     runs = policy.run(once)
     params = {"batch_size": batch_size, "prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
     for name in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s"):
         recorder.figure(name, [run[name] for run in runs], params)
-    if last[0].kv_cache_bytes is not None:
-        recorder.figure("kv_cache_mib", [last[0].kv_cache_bytes / MIB], params)
+    kv_bytes = last[0].kv_cache_bytes
+    if kv_bytes is not None:
+        recorder.figure("kv_cache_mib", [kv_bytes / MIB], params)
+    _record_limits(backend, recorder, runs, params, kv_bytes)
+    if counter:
+        _record_energy(recorder, runs, params, idle_w)
     for name, value in backend.memory().items():
         if name != "weights_mib":
             recorder.figure(name, [value], params)
+
+
+def _output_tok_s(run: dict, params: dict) -> float:
+    return params["batch_size"] * params["output_tokens"] / (run["e2e_latency_ms"] / 1e3)
+
+
+def _record_limits(backend: Backend, recorder: Recorder, runs: list[dict], params: dict, kv_bytes: int | None) -> None:
+    """mbu for decode, mfu for prefill (each against the datasheet and the calibrated peak), and cost."""
+    shape, limits, batch = backend.model_shape(), recorder.limits, params["batch_size"]
+    kv_read = roofline.mean_kv_bytes_read_per_step(kv_bytes or 0, params["prompt_tokens"], params["output_tokens"])
+    for suffix, gbps, tflops in (("", limits.datasheet_gbps, limits.datasheet_tflops),
+                                 ("_calibrated", limits.calibrated_gbps, limits.calibrated_tflops)):
+        if gbps and kv_bytes is not None:
+            decode = [run["decode_tok_s"] for run in runs if run["decode_tok_s"]]
+            recorder.figure(f"mbu{suffix}", [roofline.mbu(shape, batch, kv_read, v, gbps) for v in decode],
+                            {**params, "peak_gbps": gbps})
+        if tflops:
+            recorder.figure(f"mfu{suffix}", [roofline.mfu(shape, run["prefill_tok_s"], tflops) for run in runs],
+                            {**params, "peak_tflops": tflops, "active_params": shape.active_params})
+    if limits.price_usd_per_hour:
+        recorder.figure("usd_per_mtok", [roofline.usd_per_mtok(limits.price_usd_per_hour, _output_tok_s(run, params))
+                                         for run in runs], {**params, "price_usd_per_hour": limits.price_usd_per_hour})
+
+
+def _record_energy(recorder: Recorder, runs: list[dict], params: dict, idle_w: float) -> None:
+    tokens = params["batch_size"] * params["output_tokens"]
+    joules = [run["energy_j"] for run in runs]
+    energy_params = {**params, "idle_w": idle_w, "energy_source": recorder.energy.source}
+    recorder.figure("energy_j", joules, energy_params)
+    recorder.figure("j_per_tok", [j / tokens for j in joules], energy_params)
+    recorder.figure("tok_per_j", [tokens / j for j in joules if j > 0], energy_params)
 
 
 def run_latency(backend: Backend, params: dict, recorder: Recorder) -> None:

@@ -1,0 +1,134 @@
+"""What this device achieves, measured: memory bandwidth (a large copy) and matrix FLOP/s in a dtype.
+
+Both use the same warm-up / repetition statistics as every other figure. Results are cached per machine, device
+and dtype in the bench cache, so a run pays for calibration once; `bench calibrate` measures afresh.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from harness.measure.stats import RepetitionPolicy, summarize
+
+CALIBRATION_VERSION = 1
+# Large enough to leave every CPU cache and GPU L2 behind; the matmul large enough to reach the units' peak.
+COPY_MIB = {"cpu": 256, "mps": 1024, "cuda": 1024}
+MATMUL_MAX_N = {"cpu": 2048, "mps": 8192, "cuda": 16384}
+MATMUL_MIN_SECONDS = 0.05  # the size doubles from 256 until one product takes this long (or the maximum is reached)
+POLICY = RepetitionPolicy(warmup=2, repetitions=5, min_seconds=0.5)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    device: str
+    device_name: str
+    dtype: str
+    bandwidth_gbps: float  # median; bytes read + written per second / 1e9
+    bandwidth_stats: dict
+    matmul_tflops: float  # median; 2 n^3 / s / 1e12
+    matmul_stats: dict
+    copy_mib: int
+    matmul_n: int
+    version: int = CALIBRATION_VERSION
+
+
+def _timed(fn, device: str) -> float:
+    from harness.hardware import synchronize
+
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _copy_gbps(device: str) -> list[float]:
+    import torch
+
+    copy_bytes = COPY_MIB[device] * 2**20
+    source = torch.ones(copy_bytes // 4, dtype=torch.float32, device=device)
+    target = torch.empty_like(source)
+    seconds = POLICY.run(lambda: _timed(lambda: target.copy_(source), device))
+    return [2 * copy_bytes / s / 1e9 for s in seconds]  # each copy reads and writes copy_bytes
+
+
+def _matmul_tflops(device: str, dtype: str) -> tuple[list[float], int]:
+    import torch
+
+    from harness.backends.transformers import TORCH_DTYPES
+
+    generator = torch.Generator(device="cpu").manual_seed(0)
+
+    def product(n: int):
+        a, b = (torch.randn(n, n, generator=generator).to(device=device, dtype=TORCH_DTYPES[dtype]) for _ in "ab")
+        return lambda: torch.mm(a, b)
+
+    n = 256
+    run = product(n)
+    run()  # the first product pays for thread start-up and allocation
+    while n < MATMUL_MAX_N[device] and _timed(run, device) < MATMUL_MIN_SECONDS:
+        n *= 2
+        run = product(n)
+    seconds = POLICY.run(lambda: _timed(run, device))
+    return [2 * n**3 / s / 1e12 for s in seconds], n
+
+
+def measure(device: str, dtype: str) -> Calibration:
+    from harness.hardware import device_name
+
+    bandwidth = summarize(_copy_gbps(device))
+    tflops, n = _matmul_tflops(device, dtype)
+    matmul = summarize(tflops)
+    return Calibration(device, device_name(device), dtype, bandwidth["median"], bandwidth, matmul["median"], matmul,
+                       COPY_MIB[device], n)
+
+
+def _cache_file(device: str, dtype: str):
+    import torch
+
+    from harness.hardware import device_name
+    from harness.zoo import cache_dir
+
+    machine = json.dumps([device_name(device), torch.__version__, CALIBRATION_VERSION])
+    digest = hashlib.sha256(machine.encode()).hexdigest()[:12]
+    return cache_dir() / "calibration" / f"{device}-{dtype}-{digest}.json"
+
+
+def calibrate(device: str, dtype: str, fresh: bool = False) -> tuple[Calibration, bool]:
+    """The calibration for this machine, device and dtype, and whether it came from the cache."""
+    path = _cache_file(device, dtype)
+    if path.exists() and not fresh:
+        return Calibration(**json.loads(path.read_text())), True
+    result = measure(device, dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    temporary.replace(path)
+    return result, False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a run will use, resolved in a process that may import torch: device, dtype, and their limits."""
+
+    device: str
+    device_name: str
+    memory_gb: float
+    dtype: str
+    calibration: Calibration | None
+    calibration_cached: bool
+    calibration_error: str | None
+
+
+def probe(device: str, dtype: str) -> Probe:
+    from harness.hardware import auto_dtype, detect_device, device_name, memory_gb
+
+    device = detect_device(device)
+    dtype = auto_dtype(device) if dtype == "auto" else dtype
+    try:
+        calibration, cached = calibrate(device, dtype)
+        error = None
+    except Exception as exc:  # a device that cannot run the calibration still runs its cells, without it
+        calibration, cached, error = None, False, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return Probe(device, device_name(device), memory_gb(device), dtype, calibration, cached, error)

@@ -1,0 +1,88 @@
+"""Calibration on this device, and `bench run` held against hardware profiles: detected, refused, forced."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.measure.calibration import calibrate
+
+pytestmark = pytest.mark.slow
+
+
+def test_calibration_measures_positive_figures_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    first, cached = calibrate("cpu", "fp32")
+    assert not cached
+    assert first.bandwidth_gbps > 0 and first.matmul_tflops > 0
+    assert first.bandwidth_stats["n"] >= 5 and first.matmul_stats["n"] >= 5
+    again, cached = calibrate("cpu", "fp32")
+    assert cached and again == first
+
+
+def _suite(tmp_path, model, scenarios):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "models": [model], "scenarios": scenarios, "device": "cpu",
+                                    "measure": {"warmup": 1, "repetitions": 3}}))
+    return str(path)
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+
+
+def test_a_run_on_this_cpu_detects_cpu_and_carries_calibrated_bandwidth_and_mbu(tmp_path, smollm2):
+    out = tmp_path / "run"
+    suite = _suite(tmp_path, "smollm2-135m", [{"name": "latency", "prompt_tokens": 32, "output_tokens": 12}])
+    assert main(["run", "--suite", suite, "--out", str(out), "--no-progress"]) == 0
+    rows = _rows(out)
+    by_metric = {row["metric"]: row for row in rows}
+    assert {row["profile"] for row in rows} == {"cpu"} and not any(row["off_profile"] for row in rows)
+    assert by_metric["calibrated_bandwidth_gbps"]["value"] > 0
+    assert 0 < by_metric["mbu_calibrated"]["value"] <= 1
+    assert 0 < by_metric["mfu_calibrated"]["value"] <= 1
+    # The generic profile has no datasheet figures or price: those figures are absent, not invented.
+    assert not {"mbu", "mfu", "usd_per_mtok"} & set(by_metric)
+    [energy_source] = {row["energy_source"] for row in rows}
+    if energy_source == "none":  # no readable counter: no figure, and the reason beside it
+        assert not {"energy_j", "j_per_tok"} & set(by_metric) and rows[0]["energy_unavailable"]
+    else:
+        assert energy_source.startswith("rapl:") and by_metric["energy_j"]["value"] > 0
+    with open(out / "summary.csv") as handle:
+        [line] = list(csv.DictReader(handle))
+    assert line["profile"] == "cpu" and float(line["mbu_calibrated"]) > 0 and line["mbu"] == ""
+
+
+def test_a_profile_that_does_not_match_is_refused_in_one_line(tmp_path, capsys):
+    suite = _suite(tmp_path, "tiny-dense", [{"name": "latency"}])
+    assert main(["run", "--suite", suite, "--profile", "rtx4090", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("bench: error: this machine does not match profile rtx4090: ")
+    assert "--force" in err[1]
+    assert not (tmp_path / "r").exists()  # refused before anything was written or run
+
+
+def test_force_runs_off_profile_and_marks_every_row(tmp_path, tiny_dense):
+    out = tmp_path / "run"
+    suite = _suite(tmp_path, "tiny-dense", [{"name": "latency", "prompt_tokens": 8, "output_tokens": 4}])
+    assert main(["run", "--suite", suite, "--profile", "rtx4090", "--force", "--out", str(out),
+                 "--no-progress"]) == 0
+    rows = _rows(out)
+    assert rows and all(row["profile"] == "rtx4090" and row["off_profile"] for row in rows)
+    by_metric = {row["metric"]: row for row in rows}
+    # Held against the RTX 4090's datasheet (1008 GB/s, 165.2 bf16 TFLOP/s, $0.34/h), in its default dtype bf16.
+    assert by_metric["decode_tok_s"]["dtype"] == "bf16"
+    assert by_metric["mbu"]["params"]["peak_gbps"] == 1008
+    assert by_metric["mfu"]["params"]["peak_tflops"] == 165.2
+    assert by_metric["usd_per_mtok"]["params"]["price_usd_per_hour"] == 0.34
+    config = yaml.safe_load((out / "resolved_config.yaml").read_text())
+    assert config["machine"]["profile"] == "rtx4090" and config["machine"]["off_profile"] is True
+
+
+def test_profiles_detect_names_this_machines_profile(capsys):
+    assert main(["profiles", "detect", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.split(":")[0] in {"cpu", "epyc-9654", "xeon-8480", "apple-m1-max", "apple-m2-max", "apple-m2-ultra",
+                                 "apple-m3-max", "apple-m4-max"}
