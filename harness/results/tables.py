@@ -87,11 +87,13 @@ CONSOLE_COLUMNS = [
 
 
 def console_table(lines: list[dict]) -> str:
-    header = [title for _, title in CONSOLE_COLUMNS]
+    """The summary as aligned text; columns that no line fills (e.g. cost without a price) are left out."""
+    columns = [(key, title) for key, title in CONSOLE_COLUMNS if any(line.get(key) is not None for line in lines)]
+    header = [title for _, title in columns]
     body = []
     for line in lines:
         cells = []
-        for key, _ in CONSOLE_COLUMNS:
+        for key, _ in columns:
             value = line.get(key)
             if key == "accuracy" and value is not None and line.get("accuracy_stderr") is not None:
                 cells.append(f"{value:.3f}±{line['accuracy_stderr']:.3f}")
