@@ -6,6 +6,7 @@ from pathlib import Path
 
 from harness.errors import UnknownNameError
 from harness.hardware import DEVICES, DTYPES
+from harness.quality.tasks import load_task, task_names
 from harness.yamlfile import YamlDoc
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks" / "suites"
@@ -14,9 +15,9 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks" / "suites"
 SCENARIO_DEFAULTS: dict[str, dict] = {
     "latency": {"prompt_tokens": 128, "output_tokens": 32},
     "throughput": {"prompt_tokens": 64, "output_tokens": 16, "batch_sizes": [1, 4, 16]},
-    "quality": {"task": "mmlu", "limit": 100, "seed": 1234},
+    # limit 0: the task's own limit.
+    "quality": {"task": "mmlu", "limit": 0, "seed": 1234},
 }
-QUALITY_TASKS = ("mmlu",)
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,7 @@ class ScenarioSpec:
     def task(self) -> tuple[str, int]:
         """The task this scenario runs and its version: speed scenarios run seeded synthetic prompts."""
         if self.name == "quality":
-            from harness.quality import mmlu
-
-            return self.params["task"], mmlu.TASK_VERSION
+            return self.params["task"], load_task(self.params["task"]).version
         return "synthetic", 1
 
 
@@ -76,8 +75,8 @@ def _check_scenario_params(doc: YamlDoc, path: tuple, name: str, given: dict) ->
         elif isinstance(default, int):
             if not _positive_int(value):
                 raise doc.error(where, f"must be a positive integer, got {value!r}")
-        elif key == "task" and value not in QUALITY_TASKS:
-            raise doc.error(where, f"unknown task {value!r}", f"known: {', '.join(QUALITY_TASKS)}")
+        elif key == "task" and value not in task_names():
+            raise doc.error(where, f"unknown task {value!r}", f"known: {', '.join(task_names())}")
         params[key] = value
     return params
 

@@ -128,20 +128,21 @@ def prepare_models(suite: SuiteSpec, online: bool) -> dict[str, object]:
     return prepared
 
 
-def prepare_data(suite: SuiteSpec) -> str | None:
-    """Fetches the data that quality scenarios need; returns why it could not be had, or None."""
-    if not any(s.name == "quality" for s in suite.scenarios):
-        return None
-    from harness.quality import mmlu
+def prepare_data(suite: SuiteSpec) -> dict[str, str]:
+    """Fetches the data of every quality task in the suite; returns, per task that could not be had, why."""
+    from harness.quality import tasks
 
-    try:
-        mmlu.data_path(progress=True)
-    except BenchError as exc:
-        return exc.message
-    return None
+    problems = {}
+    for name in {s.params["task"] for s in suite.scenarios if s.name == "quality"}:
+        try:
+            tasks.examples(tasks.load_task(name), progress=True)
+        except BenchError as exc:
+            problems[name] = exc.message
+    return problems
 
 
-def expand(suite: SuiteSpec, models: dict[str, object], data_problem: str | None, machine: "Machine") -> list[Cell]:
+def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str, str],
+           machine: "Machine") -> list[Cell]:
     cells = []
     for model_name in suite.models:
         model = models[model_name]
@@ -149,7 +150,7 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problem: str | None
             for scenario in suite.scenarios:
                 problem = model.message if isinstance(model, BenchError) else None
                 if problem is None and scenario.name == "quality":
-                    problem = data_problem
+                    problem = data_problems.get(scenario.params["task"])
                 resolved = None if problem else model
                 cells.append(Cell(
                     model=model_name,
@@ -277,8 +278,8 @@ def run_suite(suite: SuiteSpec, out_dir: Path | None = None, online: bool = Fals
     started = time.perf_counter()
     machine = resolve_machine(suite.device, suite.dtype, profile, force)
     models = prepare_models(suite, online)
-    data_problem = prepare_data(suite)
-    cells = expand(suite, models, data_problem, machine)
+    data_problems = prepare_data(suite)
+    cells = expand(suite, models, data_problems, machine)
     run_id = new_run_id()
     run_dir = Path(out_dir) if out_dir else Path("results") / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -40,3 +40,9 @@ def tiny_dense_backend(tiny_dense):
     backend = load_backend(tiny_dense)
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def make_backend():
+    """Loads a fresh backend (for tests that need two of one model, e.g. with other batch sizes)."""
+    return load_backend

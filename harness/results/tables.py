@@ -10,14 +10,17 @@ CONTEXT_COLUMNS = ["run_id", "model", "backend", "device", "device_name", "dtype
                    "scenario", "model_revision", "energy_source"]
 FIGURE_COLUMNS = [
     "ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mib", "weights_mib",
-    "kv_cache_mib", "peak_allocated_mib", "accuracy", "total_params", "active_params", "mbu", "mbu_calibrated",
+    "kv_cache_mib", "peak_allocated_mib", "accuracy", "acc_norm", "exact_match", "pass_at_1", "perplexity",
+    "bits_per_byte", "eval_s", "total_params", "active_params", "mbu", "mbu_calibrated",
     "mfu", "mfu_calibrated", "calibrated_bandwidth_gbps", "calibrated_tflops", "energy_j", "j_per_tok", "tok_per_j",
     "usd_per_mtok",
 ]
+# The figure a quality line is headed by in the console, with its standard error.
+QUALITY_HEADLINE = ("accuracy", "exact_match", "pass_at_1", "perplexity")
 SUMMARY_COLUMNS = [
     *CONTEXT_COLUMNS[:6], "task", "scenario", "batch_size", "prompt_tokens", "output_tokens", *FIGURE_COLUMNS,
-    "accuracy_stderr", "samples", "status", "error", "profile", "off_profile", "energy_source", "model_revision",
-    "key_id",
+    "quality_metric", "quality_stderr", "samples", "status", "error", "profile", "off_profile", "energy_source",
+    "model_revision", "key_id",
 ]
 
 
@@ -53,10 +56,10 @@ def _line(first: dict, params: dict, figures: dict) -> dict:
     for name, row in figures.items():
         if name in FIGURE_COLUMNS:
             line[name] = row["value"]
-    accuracy = figures.get("accuracy")
-    if accuracy:
-        line["accuracy_stderr"] = accuracy["stats"].get("stderr")
-    timed = figures.get("decode_tok_s") or accuracy
+    quality = next((figures[m] for m in QUALITY_HEADLINE if m in figures), None)
+    if quality:
+        line["quality_metric"], line["quality_stderr"] = quality["metric"], quality["stats"].get("stderr")
+    timed = figures.get("decode_tok_s") or quality
     line["samples"] = timed["stats"].get("n") if timed else None
     line["key_id"] = timed["key_id"] if timed else None
     line["status"], line["error"] = "ok", None
@@ -79,10 +82,10 @@ def _cell(value):
 
 
 CONSOLE_COLUMNS = [
-    ("model", "model"), ("scenario", "scenario"), ("batch_size", "batch"), ("ttft_ms", "ttft_ms"),
+    ("model", "model"), ("scenario", "scenario"), ("task", "task"), ("batch_size", "batch"), ("ttft_ms", "ttft_ms"),
     ("tpot_ms", "tpot_ms"), ("prefill_tok_s", "prefill_tok/s"), ("decode_tok_s", "decode_tok/s"),
     ("peak_rss_mib", "peak_rss_MiB"), ("mbu_calibrated", "mbu_cal"), ("mbu", "mbu_sheet"),
-    ("usd_per_mtok", "$/Mtok"), ("accuracy", "accuracy"), ("status", "status"),
+    ("usd_per_mtok", "$/Mtok"), ("quality_metric", "quality"), ("status", "status"),
 ]
 
 
@@ -95,8 +98,8 @@ def console_table(lines: list[dict]) -> str:
         cells = []
         for key, _ in columns:
             value = line.get(key)
-            if key == "accuracy" and value is not None and line.get("accuracy_stderr") is not None:
-                cells.append(f"{value:.3f}±{line['accuracy_stderr']:.3f}")
+            if key == "quality_metric" and value is not None:
+                cells.append(f"{value} {line[value]:.3f}±{line['quality_stderr']:.3f}")
             elif isinstance(value, float):
                 cells.append(f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}")
             else:

@@ -1,0 +1,113 @@
+"""Scoring methods (METRICS.md acc.v1, em.v1, ppl.v1; pass@1): a prepared task and a backend in, figures out.
+
+Every figure comes with its per-example samples and a bootstrap standard error over the examples.
+"""
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.measure.stats import bootstrap_stderr
+from harness.quality.tasks import Prepared
+
+
+@dataclass
+class Score:
+    metric: str
+    value: float
+    samples: list[float]
+    stderr: float
+    extra: dict = field(default_factory=dict)
+
+
+def _mean_score(metric: str, samples: list[float], seed: int, **extra) -> Score:
+    return Score(metric, float(np.mean(samples)), samples, bootstrap_stderr(samples, seed=seed), extra)
+
+
+def multiple_choice(prepared: Prepared, backend, seed: int) -> list[Score]:
+    """acc: the choice with the highest summed log-likelihood; acc_norm: the highest per byte of the choice's text
+    (lm-evaluation-harness divides by characters; bytes equal characters for the ASCII choices of these tasks)."""
+    task, k = prepared.task, len(prepared.task.choices)
+    requests = [(context, template.format(**example))
+                for context, example in zip(prepared.contexts, prepared.examples, strict=True)
+                for template in task.choices]
+    scored = [logprob for logprob, _ in backend.loglikelihood(requests)]
+    acc, acc_norm, picks = [], [], []
+    for index, example in enumerate(prepared.examples):
+        lls = scored[index * k:(index + 1) * k]
+        lengths = [len(continuation.encode()) for _, continuation in requests[index * k:(index + 1) * k]]
+        pick = max(range(k), key=lambda j, lls=lls: lls[j])  # first on ties
+        pick_norm = max(range(k), key=lambda j, lls=lls, lengths=lengths: lls[j] / lengths[j])
+        picks.append(pick)
+        acc.append(float(pick == example[task.answer_field]))
+        acc_norm.append(float(pick_norm == example[task.answer_field]))
+    choice_counts = {str(j): picks.count(j) for j in range(k)}
+    return [_mean_score("accuracy", acc, seed, choice_counts=choice_counts, picks=picks),
+            _mean_score("acc_norm", acc_norm, seed)]
+
+
+def extract(text: str, pattern: str | None) -> str:
+    """The answer in a completion: the first match of the task's regex (its group 1 if it has one), else the
+    stripped completion; "" when the regex finds nothing."""
+    if not pattern:
+        return text.strip()
+    found = re.search(pattern, text)
+    if not found:
+        return ""
+    return (found.group(1) if found.groups() else found.group(0)).strip()
+
+
+def generation(prepared: Prepared, backend, seed: int) -> list[Score]:
+    task = prepared.task
+    completions = backend.generate_text(prepared.contexts, task.max_new_tokens, list(task.stop))
+    matches = [float(extract(completion, task.extract) == str(example[task.answer_field]).strip())
+               for completion, example in zip(completions, prepared.examples, strict=True)]
+    return [_mean_score("exact_match", matches, seed, completions=completions[:5])]
+
+
+def perplexity(prepared: Prepared, backend, seed: int) -> list[Score]:
+    """Token perplexity exp(-sum log p / tokens) and bits per byte -sum log p / (ln 2 x UTF-8 bytes), pooled over
+    the documents; the standard error resamples documents."""
+    texts = [example[prepared.task.text_field] for example in prepared.examples]
+    scored = backend.loglikelihood_rolling(texts)
+    logprobs = np.array([logprob for logprob, _ in scored])
+    tokens = np.array([count for _, count in scored], dtype=float)
+    sizes = np.array([len(text.encode()) for text in texts], dtype=float)
+
+    def ppl(indexes):
+        return float(math.exp(-logprobs[indexes].sum() / tokens[indexes].sum()))
+
+    def bpb(indexes):
+        return float(-logprobs[indexes].sum() / (math.log(2) * sizes[indexes].sum()))
+
+    everything = np.arange(len(texts))
+    per_doc = [float(-lp / count) for lp, count in zip(logprobs, tokens, strict=True)]
+    extra = {"tokens": int(tokens.sum()), "bytes": int(sizes.sum())}
+    return [Score("perplexity", ppl(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=ppl), extra),
+            Score("bits_per_byte", bpb(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=bpb), extra)]
+
+
+def code(prepared: Prepared, backend, seed: int) -> list[Score]:
+    """pass@1 with greedy decoding: the completion runs against the problem's tests in the sandbox."""
+    from harness.quality import code as humaneval
+
+    problems = [humaneval.Problem(**{k: e[k] for k in humaneval.Problem.__dataclass_fields__})
+                for e in prepared.examples]
+    completions = backend.generate_text([p.prompt for p in problems], prepared.task.max_new_tokens,
+                                        humaneval.STOP_SEQUENCES)
+    outcomes = [humaneval.check(problem, completion) for problem, completion in zip(problems, completions,
+                                                                                      strict=True)]
+    passed = [float(outcome.passed) for outcome in outcomes]
+    reasons = {}
+    for outcome in outcomes:
+        reasons[outcome.reason.split(":")[0]] = reasons.get(outcome.reason.split(":")[0], 0) + 1
+    return [_mean_score("pass_at_1", passed, seed, outcomes=reasons)]
+
+
+SCORERS = {"multiple_choice": multiple_choice, "generation": generation, "perplexity": perplexity, "code": code}
+
+
+def score(prepared: Prepared, backend, seed: int) -> list[Score]:
+    return SCORERS[prepared.task.scoring](prepared, backend, seed)

