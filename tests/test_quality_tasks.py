@@ -139,10 +139,18 @@ def test_perplexity_equals_a_hand_computed_forward_pass(tmp_path, smollm2_backen
 
 @pytest.mark.slow
 def test_results_are_identical_across_batch_sizes(smollm2, make_backend):
-    wide = make_backend(smollm2)
-    narrow = make_backend(smollm2)
+    """Log-likelihoods: padded batches of 4096 and of 256 tokens, and one input at a time reusing shared prefixes
+    (the CPU default); generation: batches of 16 and of 1."""
+    wide, narrow, reusing = make_backend(smollm2), make_backend(smollm2), make_backend(smollm2)
+    wide.reuse_prefixes = narrow.reuse_prefixes = False
     narrow.batch_tokens, narrow.generation_batch_size = 256, 1
-    mmlu = tasks.prepare(tasks.load_task("mmlu"), limit=24)
-    assert scoring.score(mmlu, wide, 1)[0].extra["picks"] == scoring.score(mmlu, narrow, 1)[0].extra["picks"]
+    assert reusing.reuse_prefixes
+    mmlu = tasks.prepare(tasks.load_task("mmlu_5shot"), limit=12)
+    scores = [scoring.score(mmlu, backend, 1)[0] for backend in (wide, narrow, reusing)]
+    assert scores[0].extra["picks"] == scores[1].extra["picks"] == scores[2].extra["picks"]
+    requests = [(mmlu.contexts[0], " A"), (mmlu.contexts[0], " B"), (mmlu.contexts[1], " C")]
+    for (a, _), (b, _), (c, _) in zip(*(backend.loglikelihood(requests) for backend in (wide, narrow, reusing)),
+                                      strict=True):
+        assert a == pytest.approx(b, abs=1e-3) and a == pytest.approx(c, abs=1e-3)
     sums = tasks.prepare(tasks.load_task("arithmetic"), limit=6)
     assert wide.generate_text(sums.contexts, 8, ["\n"]) == narrow.generate_text(sums.contexts, 8, ["\n"])
