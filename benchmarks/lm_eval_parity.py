@@ -79,6 +79,8 @@ def run_lm_eval(python: str, model_path: Path, folder: Path, batch_size: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mmlu", choices=["mmlu", "mmlu_5shot"],
+                        help="bench's task; its full prompts (shots included) are given to lm-eval as 0-shot text")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--lm-eval-batch-size", type=int, default=1, help="lm-eval's batch size (its default: 1)")
@@ -90,7 +92,7 @@ def main() -> None:
     from harness.quality import scoring, tasks
 
     model = zoo.resolve("smollm2-135m")
-    prepared = tasks.prepare(tasks.load_task("mmlu"), limit=args.limit, seed=1234)
+    prepared = tasks.prepare(tasks.load_task(args.task), limit=args.limit, seed=1234)
     backend = TransformersBackend()
     backend.load(model.path, "cpu", "fp32", {})
     folder = Path(tempfile.mkdtemp(prefix="lm-eval-parity-"))
@@ -111,7 +113,7 @@ def main() -> None:
     bench_lls = [ll for ll, _ in backend.loglikelihood([tuple(r) for r in requests])]
     agree = sum(a == b for a, b in zip(accuracy.extra["picks"], lm_eval_picks, strict=True))
     bench_median, lm_eval_median = statistics.median(bench_times), statistics.median(lm_eval_times)
-    print(f"SmolLM2-135M fp32 on CPU, {len(prepared.examples)} MMLU questions (seed 1234), 0-shot, "
+    print(f"SmolLM2-135M fp32 on CPU, {len(prepared.examples)} questions of {args.task} (seed 1234), "
           f"lm-eval batch size {args.lm_eval_batch_size}, {args.rounds} interleaved rounds")
     print(f"identical requests (context, continuation): {lm_eval_requests == requests}")
     print(f"per-question choice agreement: {agree}/{len(prepared.examples)}")

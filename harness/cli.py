@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("suites", help="list the suites")
 
+    claims = sub.add_parser("claims", help="verdicts on the public claims from a run's rows (claims.md, claims.csv)")
+    claims.add_argument("run_dir", nargs="?", help="a run folder [the newest under results/]")
+
     profiles = sub.add_parser("profiles", help="hardware profiles: list, show one, detect this machine's")
     profiles_sub = profiles.add_subparsers(dest="profiles_command", metavar="ACTION")
     profiles_sub.add_parser("list", help="every profile, with its bandwidth, peak and price")
@@ -187,6 +190,25 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_claims(args) -> int:
+    from harness import claims
+    from harness.errors import ConfigError
+    from harness.results.store import read_rows
+
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    else:
+        runs = sorted(p.parent for p in Path("results").glob("*/rows.jsonl"))
+        if not runs:
+            raise ConfigError("no run folder under results/", hint="bench run --suite claims, or name a run folder")
+        run_dir = runs[-1]
+    if not (run_dir / "rows.jsonl").exists():
+        raise ConfigError(f"{run_dir} is not a run folder: it has no rows.jsonl")
+    print(claims.write_report(run_dir, claims.verdicts(read_rows(run_dir / "rows.jsonl"))))
+    print(f"\nwritten: {run_dir / 'claims.md'}, {run_dir / 'claims.csv'}")
+    return 0
+
+
 def _cmd_overhead(args) -> int:
     from harness.overhead import measure_overhead
 
@@ -195,7 +217,8 @@ def _cmd_overhead(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "models": _cmd_models, "suites": _cmd_suites, "profiles": _cmd_profiles,
-            "calibrate": _cmd_calibrate, "overhead": _cmd_overhead}
+            "calibrate": _cmd_calibrate, "claims": _cmd_claims,
+            "overhead": _cmd_overhead}
 
 
 def main(argv: list[str] | None = None) -> int:

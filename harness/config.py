@@ -31,6 +31,7 @@ class MeasureSpec:
 class ScenarioSpec:
     name: str
     params: dict
+    models: tuple[str, ...] = ()  # the suite's models this scenario runs on; empty: all of them
 
     @property
     def task(self) -> tuple[str, int]:
@@ -51,6 +52,7 @@ class SuiteSpec:
     dtype: str = "auto"
     measure: MeasureSpec = MeasureSpec()
     cell_timeout_s: float = 1800.0
+    report_claims: bool = False  # write claims.md / claims.csv (verdicts from this run's rows) when done
     path: str = ""
 
     def replace(self, **changes) -> "SuiteSpec":
@@ -95,7 +97,7 @@ def load_suite_file(file: Path) -> SuiteSpec:
 
     doc = YamlDoc(file)
     data = doc.data
-    fields = {"name", "description", "models", "backends", "scenarios", "device", "dtype", "measure",
+    fields = {"name", "description", "models", "backends", "scenarios", "device", "dtype", "measure", "report_claims",
               "cell_timeout_s"}
     doc.check_keys((), data, fields, {"name", "models", "scenarios"})
     backends = _string_list(doc, ("backends",), data.get("backends", ["transformers"]))
@@ -128,8 +130,12 @@ def load_suite_file(file: Path) -> SuiteSpec:
         if item["name"] not in SCENARIOS.names():
             raise doc.error((*path, "name"), f"unknown scenario '{item['name']}'",
                             f"known: {', '.join(SCENARIOS.names())}")
-        given = {k: v for k, v in item.items() if k != "name"}
-        scenarios.append(ScenarioSpec(item["name"], _check_scenario_params(doc, path, item["name"], given)))
+        given = {k: v for k, v in item.items() if k not in ("name", "models")}
+        only = _string_list(doc, (*path, "models"), item["models"]) if "models" in item else ()
+        for i, model in enumerate(only):
+            if model not in data["models"]:
+                raise doc.error((*path, "models", i), f"'{model}' is not one of the suite's models")
+        scenarios.append(ScenarioSpec(item["name"], _check_scenario_params(doc, path, item["name"], given), only))
     return SuiteSpec(
         name=str(data["name"]),
         description=str(data.get("description", "")),
@@ -140,6 +146,7 @@ def load_suite_file(file: Path) -> SuiteSpec:
         dtype=data.get("dtype", "auto"),
         measure=MeasureSpec(measure.get("warmup", 1), measure.get("repetitions", 5), float(min_seconds)),
         cell_timeout_s=float(timeout),
+        report_claims=bool(data.get("report_claims", False)),
         path=str(file),
     )
 

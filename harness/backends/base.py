@@ -61,6 +61,12 @@ class Backend(Protocol):
     def model_shape(self) -> ModelShape:
         """Parameter counts (total, embedding lookup, routed experts) for the roofline figures."""
 
+    def generate_text(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
+        """Greedy completions of text prompts, each cut at its first stop string (capability "generation")."""
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """How many tokens of the model's tokenizer each text takes (special tokens excluded)."""
+
     def reset_peak_memory(self) -> None:
         """Starts a new window for the device's peak-memory counters."""
 

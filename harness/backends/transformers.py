@@ -215,6 +215,9 @@ class TransformersBackend:
             cached = tokens
             self._collect(torch.log_softmax(logits[0].float(), dim=-1), keep, group, results)
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
+
     def generate_text(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
         """Greedy completions, cut at the first stop string; batched by length, longest first."""
         encoded = [self._encode(prompt) for prompt in prompts]

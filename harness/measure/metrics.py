@@ -31,6 +31,8 @@ METRICS: dict[str, Metric] = {
     "perplexity": Metric("ratio", "ppl.v1", False),
     "bits_per_byte": Metric("bits/byte", "ppl.v1", False),
     "pass_at_1": Metric("fraction", "passk.v1", True),
+    # Generated tokens per answer (the model's tokenizer, after the stop string cut).
+    "tokens_per_answer": Metric("tok", "tokens_per_answer.v1", False),
     # Wall time of scoring a quality task (model already loaded).
     "eval_s": Metric("s", "evaltime.v1", False),
     # Roofline: against the profile's datasheet peak, and against this machine's calibrated peak (_calibrated).

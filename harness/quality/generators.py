@@ -7,7 +7,8 @@ ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stamps", "shells", "
 
 
 def arithmetic(seed: int, count: int) -> list[dict]:
-    """Two-step word problems (add then subtract, or multiply then add) with integer answers."""
+    """Two-step word problems (add then subtract, or multiply then add) with integer answers and a worked
+    rationale (for step-by-step prompting)."""
     rng = random.Random(seed)
     examples = []
     for _ in range(count):
@@ -18,11 +19,14 @@ def arithmetic(seed: int, count: int) -> list[dict]:
             question = (f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. "
                         f"How many {item} does {name} have now?")
             answer = a + b - c
+            rationale = (f"{name} starts with {a}. {a} + {b} = {a + b}. {a + b} - {c} = {answer}. "
+                         f"The answer is {answer}.")
         else:
             a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 20)
             question = f"{name} buys {a} boxes of {b} {item} and already had {c}. How many {item} are there in all?"
             answer = a * b + c
-        examples.append({"question": question, "answer": str(answer)})
+            rationale = f"{a} boxes of {b} is {a} * {b} = {a * b}. {a * b} + {c} = {answer}. The answer is {answer}."
+        examples.append({"question": question, "answer": str(answer), "rationale": rationale})
     return examples
 
 

@@ -64,7 +64,9 @@ def generation(prepared: Prepared, backend, seed: int) -> list[Score]:
     completions = backend.generate_text(prepared.contexts, task.max_new_tokens, list(task.stop))
     matches = [float(extract(completion, task.extract) == str(example[task.answer_field]).strip())
                for completion, example in zip(completions, prepared.examples, strict=True)]
-    return [_mean_score("exact_match", matches, seed, completions=completions[:5])]
+    tokens = [float(n) for n in backend.count_tokens(completions)]
+    return [_mean_score("exact_match", matches, seed, completions=completions[:5]),
+            _mean_score("tokens_per_answer", tokens, seed)]
 
 
 def perplexity(prepared: Prepared, backend, seed: int) -> list[Score]:

@@ -1,0 +1,284 @@
+"""The claims registry (tasks/claims.yaml) and the verdict rules that read result rows.
+
+A verdict is computed from measured rows, never typed in: supported, not supported, inconclusive when the 95%
+confidence intervals of the figures it compares overlap, or skipped with the reason this run cannot test it.
+"""
+
+import csv
+import datetime
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.results.store import write_atomic
+from harness.yamlfile import YamlDoc
+
+CLAIMS_FILE = Path(__file__).resolve().parent.parent / "tasks" / "claims.yaml"
+REFERENCE_SCORES = Path(__file__).resolve().parent.parent / "tasks" / "gap" / "reference_scores.csv"
+Z95 = 1.96
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    claim: str
+    made_by: str
+    tests: str
+    rule: str
+    params: dict
+
+
+@dataclass
+class Verdict:
+    claim: Claim
+    verdict: str  # supported | not supported | inconclusive | skipped
+    reason: str
+    figures: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure with its standard error: the median of timed samples (stderr of the mean of the samples, which
+    bounds the median's for these near-normal runs) or a quality figure with its bootstrap stderr."""
+
+    value: float
+    stderr: float
+
+    @property
+    def low(self) -> float:
+        return self.value - Z95 * self.stderr
+
+    @property
+    def high(self) -> float:
+        return self.value + Z95 * self.stderr
+
+    def overlaps(self, other: "Estimate") -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+
+def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
+    doc = YamlDoc(path)
+    doc.check_keys((), doc.data, {"claims"}, {"claims"})
+    claims = []
+    for index, entry in enumerate(doc.data["claims"]):
+        base = {"id", "claim", "made_by", "tests", "rule"}
+        doc.check_keys(("claims", index), entry, base | set(entry), base)
+        if entry["rule"] not in RULES:
+            raise doc.error(("claims", index, "rule"), f"unknown rule; known: {', '.join(RULES)}")
+        claims.append(Claim(**{k: entry[k] for k in base}, params={k: v for k, v in entry.items() if k not in base}))
+    return claims
+
+
+def estimate(row: dict) -> Estimate:
+    stats = row.get("stats", {})
+    if stats.get("stderr") is not None:
+        return Estimate(row["value"], stats["stderr"])
+    n = stats.get("n") or 1
+    return Estimate(row["value"], (stats.get("stdev") or 0.0) / math.sqrt(n))
+
+
+def _find(rows: list[dict], **where) -> dict | None:
+    """The ok row matching every field; params are matched on the keys given in `params`."""
+    wanted_params = where.pop("params", {})
+    for row in rows:
+        if row.get("status") == "ok" and all(row.get(k) == v for k, v in where.items()) and all(
+                row["params"].get(k) == v for k, v in wanted_params.items()):
+            return row
+    return None
+
+
+def _compare(higher: Estimate, lower: Estimate) -> str:
+    """supported when `higher` is above `lower` beyond both intervals; not supported when below; else inconclusive."""
+    if higher.overlaps(lower):
+        return "inconclusive"
+    return "supported" if higher.value > lower.value else "not supported"
+
+
+def moe_speed_memory(claim: Claim, rows: list[dict]) -> Verdict:
+    """Supported when the MoE's decode speed is nearer dense-active's than dense-total's (in ratio) while its
+    weights take about what dense-total's take; inconclusive when the MoE's interval reaches the midpoint."""
+    names = claim.params["models"]
+    speed, weights = {}, {}
+    for role, model in names.items():
+        row = _find(rows, model=model, metric="decode_tok_s", scenario="latency")
+        memory = _find(rows, model=model, metric="weights_mib", scenario="latency")
+        if row is None or memory is None:
+            return Verdict(claim, "skipped", f"no latency rows for {model} in this run (the claims suite has them)")
+        speed[role], weights[role] = estimate(row), memory["value"]
+    midpoint = math.sqrt(speed["dense_active"].value * speed["dense_total"].value)
+    moe = speed["moe"]
+    figures = {f"decode_tok_s[{role}]": round(e.value, 3) for role, e in speed.items()}
+    figures.update({f"weights_mib[{role}]": round(v, 1) for role, v in weights.items()})
+    memory_like_total = abs(weights["moe"] / weights["dense_total"] - 1) <= 0.1
+    if moe.low <= midpoint <= moe.high:
+        return Verdict(claim, "inconclusive", f"the MoE's decode speed interval [{moe.low:.1f}, {moe.high:.1f}] "
+                                              f"contains the midpoint {midpoint:.1f} tok/s", figures)
+    nearer_active = moe.value > midpoint
+    verdict = "supported" if nearer_active and memory_like_total else "not supported"
+    reason = (f"MoE decodes at {moe.value:.1f} tok/s: nearer dense-{'active' if nearer_active else 'total'} "
+              f"({speed['dense_active'].value:.1f} active, {speed['dense_total'].value:.1f} total); its weights take "
+              f"{weights['moe'] / weights['dense_total']:.2f}x dense-total's")
+    return Verdict(claim, verdict, reason, figures)
+
+
+def context_forgetting(claim: Claim, rows: list[dict]) -> Verdict:
+    """Supported when passkey accuracy at the longest context is below that at the shortest, beyond both
+    intervals; per model, the first model with all lengths decides."""
+    lengths = claim.params["tasks"]
+    for model in dict.fromkeys(row["model"] for row in rows):
+        found = [_find(rows, model=model, task=task, metric="exact_match") for task in lengths]
+        if all(found):
+            accuracy = [estimate(row) for row in found]
+            figures = {f"accuracy[{task}]": round(e.value, 3) for task, e in zip(lengths, accuracy, strict=True)}
+            verdict = _compare(accuracy[0], accuracy[-1])
+            reason = (f"{model}: passkey accuracy {accuracy[0].value:.2f} at {lengths[0]} against "
+                      f"{accuracy[-1].value:.2f} at {lengths[-1]}")
+            return Verdict(claim, verdict, reason, figures)
+    return Verdict(claim, "skipped", f"no model has rows for all of {', '.join(lengths)} in this run")
+
+
+def token_overhead(claim: Claim, rows: list[dict]) -> Verdict:
+    """Supported when step-by-step answers take more tokens than direct ones beyond both intervals."""
+    tasks = claim.params["tasks"]
+    for model in dict.fromkeys(row["model"] for row in rows):
+        direct = _find(rows, model=model, task=tasks["direct"], metric="tokens_per_answer")
+        reasoning = _find(rows, model=model, task=tasks["reasoning"], metric="tokens_per_answer")
+        if direct and reasoning:
+            d, r = estimate(direct), estimate(reasoning)
+            accuracy = {role: _find(rows, model=model, task=task, metric="exact_match")
+                        for role, task in tasks.items()}
+            figures = {"tokens_direct": round(d.value, 1), "tokens_reasoning": round(r.value, 1),
+                       "ratio": round(r.value / d.value, 2) if d.value else None,
+                       **{f"exact_match[{role}]": row["value"] for role, row in accuracy.items() if row}}
+            return Verdict(claim, _compare(r, d), f"{model}: {r.value:.1f} tokens per step-by-step answer "
+                                                  f"against {d.value:.1f} direct", figures)
+    return Verdict(claim, "skipped", f"no model has tokens_per_answer for both {tasks['direct']} and "
+                                     f"{tasks['reasoning']} in this run")
+
+
+def cost_per_token(claim: Claim, rows: list[dict]) -> Verdict:
+    """Supported when every model's cost per million output tokens is under the claim's threshold beyond its
+    interval (batch 1 decode, the way a local user runs)."""
+    costs = [row for row in rows if row.get("status") == "ok" and row["metric"] == "usd_per_mtok"]
+    if not costs:
+        profile = next((row.get("profile") for row in rows), None)
+        return Verdict(claim, "skipped", f"profile {profile} has no price per hour, so no usd_per_mtok was measured")
+    threshold = claim.params["usd_per_mtok"]
+    worst = max(costs, key=lambda row: row["value"])
+    figures = {f"usd_per_mtok[{row['model']} b{row['params'].get('batch_size')}]": round(row["value"], 4)
+               for row in costs}
+    e = estimate(worst)
+    verdict = _compare(Estimate(threshold, 0.0), e)
+    return Verdict(claim, verdict, f"highest cost ${e.value:.3f} per million tokens ({worst['model']}) against "
+                                   f"${threshold} ", figures)
+
+
+def _release(text: str) -> datetime.date | None:
+    """The date at the start of a release-date cell ("2024-05-13 (...)" or "2024-01 (...)")."""
+    found = re.match(r"(\d{4})-(\d{2})(?:-(\d{2}))?", text.strip())
+    return datetime.date(int(found[1]), int(found[2]), int(found[3] or 1)) if found else None
+
+
+def months_between(earlier: datetime.date, later: datetime.date) -> float:
+    return (later - earlier).days / (365.25 / 12)
+
+
+def months_behind(score: float, released: datetime.date, closed: list[dict]) -> tuple[float, dict, bool]:
+    """Months from the first closed model (by release) whose score reached `score` to `released`; and whether the
+    table's earliest model already reached it (the months are then a lower bound)."""
+    reached = sorted((row for row in closed if row["score"] >= score), key=lambda row: row["released"])
+    if not reached:
+        raise ValueError("no closed model in the reference reached this score")
+    first = reached[0]
+    earliest = min(row["released"] for row in closed)
+    return months_between(first["released"], released), first, first["released"] == earliest
+
+
+def reference_scores(path: Path = REFERENCE_SCORES) -> list[dict]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["score"] = float(row["score"])
+        row["released"] = _release(row["release_date"])
+    return rows
+
+
+def gap_months(claim: Claim, rows: list[dict]) -> Verdict:
+    """For each model of the run with a reference entry and a quality row on a benchmark and setting the reference
+    has for closed models: months behind the first closed model that reached its score."""
+    reference = reference_scores()
+    for mapping in claim.params.get("comparisons", []):
+        row = _find(rows, model=mapping["model"], task=mapping["task"], metric=mapping["metric"])
+        if row is None:
+            continue
+        own = next((r for r in reference if r["model"] == mapping["reference_model"] and r["released"]), None)
+        closed = [r for r in reference if r["open_weights"].startswith("no") and r["benchmark"] ==
+                  mapping["benchmark"] and r["setting_as_reported"] == mapping["setting"] and r["released"]]
+        if own is None or not closed:
+            continue
+        score = row["value"] * 100
+        best = max(closed, key=lambda r: r["score"])
+        figures = {"score": round(score, 1), "best_closed": f"{best['model']} {best['score']}",
+                   "gap_points": round(best["score"] - score, 1)}
+        try:
+            months, first, lower_bound = months_behind(score, own["released"], closed)
+        except ValueError:
+            return Verdict(claim, "supported", f"{row['model']} scores {score:.1f}, above every closed model in the "
+                                               f"reference on {mapping['benchmark']} {mapping['setting']}", figures)
+        figures.update(months_behind=round(months, 1), first_closed_to_reach=f"{first['model']} ({first['released']})")
+        bound = "at least " if lower_bound else ""
+        verdict = "supported" if months <= claim.params["months"] and not lower_bound else "not supported"
+        return Verdict(claim, verdict, f"{row['model']} ({score:.1f} on {mapping['benchmark']} {mapping['setting']},"
+                                       f" released {own['released']}) is {bound}{months:.0f} months behind "
+                                       f"{first['model']}", figures)
+    return Verdict(claim, "skipped", "no quality row of this run matches a benchmark and setting of the reference")
+
+
+def efficiency_steps(claim: Claim, rows: list[dict]) -> Verdict:
+    """Supported when the tuned engine setting decodes faster than the naive baseline beyond both intervals."""
+    steps = [row for row in rows if row.get("status") == "ok" and row["metric"] == "decode_tok_s"
+             and row["params"].get("engine_step")]
+    if len(steps) < 2:
+        return Verdict(claim, "skipped", "this run has no engine-settings ladder (not built yet: see the issue note)")
+    baseline, tuned = steps[0], steps[-1]
+    figures = {row["params"]["engine_step"]: round(row["value"], 2) for row in steps}
+    return Verdict(claim, _compare(estimate(tuned), estimate(baseline)),
+                   f"{tuned['params']['engine_step']} against {baseline['params']['engine_step']}", figures)
+
+
+def interconnect(claim: Claim, rows: list[dict]) -> Verdict:
+    gpus = max((row.get("fingerprint", {}).get("gpu_count") or 0 for row in rows), default=0)
+    if gpus < 2:
+        return Verdict(claim, "skipped", f"needs more than one GPU; this machine has {gpus}")
+    return Verdict(claim, "skipped", "multi-GPU all-reduce measurement is not built yet")
+
+
+RULES = {"moe_speed_memory": moe_speed_memory, "context_forgetting": context_forgetting,
+         "token_overhead": token_overhead, "cost_per_token": cost_per_token, "gap_months": gap_months,
+         "efficiency_steps": efficiency_steps, "interconnect": interconnect}
+
+
+def verdicts(rows: list[dict], claims: list[Claim] | None = None) -> list[Verdict]:
+    return [RULES[claim.rule](claim, rows) for claim in (claims or load_claims())]
+
+
+def write_report(run_dir: Path, results: list[Verdict]) -> str:
+    """claims.md and claims.csv in the run folder; returns the text printed."""
+    lines = ["# Claims", ""]
+    for v in results:
+        lines += [f"## {v.claim.id}: {v.verdict.upper()}", "", f"> {v.claim.claim} ({v.claim.made_by})", "",
+                  f"Test: {v.claim.tests}.", "", f"Why: {v.reason}", ""]
+        lines += [f"- {name}: {value}" for name, value in v.figures.items()] + [""]
+    text = "\n".join(lines)
+    write_atomic(run_dir / "claims.md", text)
+    rows = [{"claim": v.claim.id, "verdict": v.verdict, "reason": v.reason,
+             "figures": "; ".join(f"{k}={val}" for k, val in v.figures.items())} for v in results]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["claim", "verdict", "reason", "figures"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(run_dir / "claims.csv", out.getvalue())
+    width = max(len(v.claim.id) for v in results)
+    return "\n".join(f"{v.claim.id:<{width}}  {v.verdict:<13}  {v.reason}" for v in results)
