@@ -110,6 +110,9 @@ def moe_speed_memory(claim: Claim, rows: list[dict]) -> Verdict:
     midpoint = math.sqrt(speed["dense_active"].value * speed["dense_total"].value)
     moe = speed["moe"]
     figures = {f"decode_tok_s[{role}]": round(e.value, 3) for role, e in speed.items()}
+    for role, model in names.items():  # prefill beside it, for the reader; the verdict follows decode, as claimed
+        prefill = _find(rows, model=model, metric="prefill_tok_s", scenario="latency")
+        figures[f"prefill_tok_s[{role}]"] = round(prefill["value"], 1) if prefill else None
     figures.update({f"weights_mib[{role}]": round(v, 1) for role, v in weights.items()})
     memory_like_total = abs(weights["moe"] / weights["dense_total"] - 1) <= 0.1
     if moe.low <= midpoint <= moe.high:
