@@ -113,6 +113,9 @@ def moe_speed_memory(claim: Claim, rows: list[dict]) -> Verdict:
     for role, model in names.items():  # prefill beside it, for the reader; the verdict follows decode, as claimed
         prefill = _find(rows, model=model, metric="prefill_tok_s", scenario="latency")
         figures[f"prefill_tok_s[{role}]"] = round(prefill["value"], 1) if prefill else None
+    routing = _find(rows, model=names["moe"], metric="expert_imbalance", scenario="latency")
+    if routing:
+        figures["expert_imbalance[moe, worst layer]"] = round(routing["value"], 2)
     figures.update({f"weights_mib[{role}]": round(v, 1) for role, v in weights.items()})
     memory_like_total = abs(weights["moe"] / weights["dense_total"] - 1) <= 0.1
     if moe.low <= midpoint <= moe.high:

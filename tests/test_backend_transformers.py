@@ -90,3 +90,20 @@ def test_context_trailing_space_moves_to_the_continuation(smollm2_backend):
     [(moved, _)] = smollm2_backend.loglikelihood([("Answer: ", "B")])
     [(given, _)] = smollm2_backend.loglikelihood([("Answer:", " B")])
     assert moved == pytest.approx(given, abs=1e-4)
+
+
+def test_router_hooks_count_every_routed_token_of_an_moe(tiny_moe, make_backend):
+    backend = make_backend(tiny_moe)
+    routes = backend.count_routes()
+    prompts = synthetic_prompts(backend.prompt_token_pool(), 2, 10)
+    backend.generate(prompts, 5)
+    loads = routes.close()
+    shape = backend.model_shape()
+    assert len(loads) == 4 and all(len(layer) == shape.num_experts for layer in loads)
+    # Every token position processed (2 x 10 prompt, then 2 x 4 decode steps) goes to top-k experts in each layer.
+    assert all(sum(layer) == (2 * 10 + 2 * 4) * shape.experts_per_token for layer in loads)
+    assert backend.count_routes() is not None
+
+
+def test_dense_models_have_no_routes(tiny_dense_backend):
+    assert tiny_dense_backend.count_routes() is None

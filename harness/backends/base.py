@@ -67,6 +67,10 @@ class Backend(Protocol):
     def count_tokens(self, texts: list[str]) -> list[int]:
         """How many tokens of the model's tokenizer each text takes (special tokens excluded)."""
 
+    def count_routes(self):
+        """For MoE models, a counter of the experts each token is routed to (its close() returns the per-layer
+        counts); None for dense models (capability "router_stats")."""
+
     def reset_peak_memory(self) -> None:
         """Starts a new window for the device's peak-memory counters."""
 

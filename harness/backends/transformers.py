@@ -45,9 +45,32 @@ def _cache_bytes(cache) -> int | None:
                for layer in layers)
 
 
+class RouteCounter:
+    """Forward hooks on the router of every MoE layer, counting the experts each token is sent to. The chosen
+    experts are the integer tensor among the router's outputs (its top-k indices)."""
+
+    def __init__(self, routers: list, num_experts: int):
+        self.counts = [torch.zeros(num_experts, dtype=torch.long) for _ in routers]
+        self._hooks = [router.register_forward_hook(self._hook(index)) for index, router in enumerate(routers)]
+
+    def _hook(self, index: int):
+        def count(module, inputs, output):
+            outputs = output if isinstance(output, tuple) else (output,)
+            chosen = next((t for t in outputs if isinstance(t, torch.Tensor) and not t.is_floating_point()), None)
+            if chosen is None:  # a router that returns only scores (the block picks the experts): not counted
+                return
+            self.counts[index] += torch.bincount(chosen.flatten().cpu(), minlength=len(self.counts[index]))
+        return count
+
+    def close(self) -> list[list[int]]:
+        for hook in self._hooks:
+            hook.remove()
+        return [c.tolist() for c in self.counts]
+
+
 class TransformersBackend:
     name = "transformers"
-    capabilities = frozenset({"token_times", "loglikelihood", "generation"})
+    capabilities = frozenset({"token_times", "loglikelihood", "generation", "router_stats"})
 
     def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
         options = options or {}
@@ -260,6 +283,12 @@ class TransformersBackend:
             targets = torch.tensor(continuation_ids, device=rows.device)
             results[index] = (rows.gather(1, targets[:, None]).sum().item(),
                               bool((rows.argmax(-1) == targets).all().item()))
+
+    def count_routes(self) -> "RouteCounter | None":
+        """Counts, per MoE layer, how many tokens each expert receives while active; None for dense models."""
+        # transformers' MoE families name their router modules *Router (Qwen3MoeTopKRouter, MixtralTopKRouter, ...).
+        routers = [module for module in self.model.modules() if type(module).__name__.lower().endswith("router")]
+        return RouteCounter(routers, self.model_shape().num_experts) if routers else None
 
     def model_shape(self) -> ModelShape:
         config = self.model.config.get_text_config()

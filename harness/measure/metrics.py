@@ -49,6 +49,8 @@ METRICS: dict[str, Metric] = {
     "tok_per_j": Metric("tok/J", "energy.v1", True),
     # Output tokens per second of whole generate() calls (batch x n / e2e) priced at the profile's rate.
     "usd_per_mtok": Metric("$", "cost.v1", False),
+    # MoE: the busiest expert's token count over the mean, per layer (samples); the value is the worst layer's.
+    "expert_imbalance": Metric("ratio", "router.v1", False),
     "total_params": Metric("params", "params.v1", False),
     "active_params": Metric("params", "params.v1", False),
 }

@@ -12,7 +12,8 @@ FIGURE_COLUMNS = [
     "ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mib", "weights_mib",
     "kv_cache_mib", "peak_allocated_mib", "accuracy", "acc_norm", "exact_match", "pass_at_1", "perplexity",
     "bits_per_byte", "eval_s", "total_params", "active_params", "mbu", "mbu_calibrated",
-    "mfu", "mfu_calibrated", "calibrated_bandwidth_gbps", "calibrated_tflops", "energy_j", "j_per_tok", "tok_per_j",
+    "mfu", "mfu_calibrated", "expert_imbalance", "calibrated_bandwidth_gbps", "calibrated_tflops", "energy_j",
+    "j_per_tok", "tok_per_j",
     "usd_per_mtok",
 ]
 # The figure a quality line is headed by in the console, with its standard error.

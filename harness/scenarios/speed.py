@@ -69,6 +69,8 @@ def measure_generation(
     _record_limits(backend, recorder, runs, params, kv_bytes)
     if counter:
         _record_energy(recorder, runs, params, idle_w)
+    if "router_stats" in backend.capabilities:
+        _record_expert_load(backend, recorder, prompts, output_tokens, params)
     for name, value in backend.memory().items():
         if name != "weights_mib":
             recorder.figure(name, [value], params)
@@ -94,6 +96,19 @@ def _record_limits(backend: Backend, recorder: Recorder, runs: list[dict], param
     if limits.price_usd_per_hour:
         recorder.figure("usd_per_mtok", [roofline.usd_per_mtok(limits.price_usd_per_hour, _output_tok_s(run, params))
                                          for run in runs], {**params, "price_usd_per_hour": limits.price_usd_per_hour})
+
+
+def _record_expert_load(backend: Backend, recorder: Recorder, prompts, output_tokens: int, params: dict) -> None:
+    """Per-layer expert-load histograms from one extra, untimed generation (the hooks stay out of the timed runs),
+    and each layer's imbalance: the busiest expert's load over the mean load."""
+    routes = backend.count_routes()
+    if routes is None:
+        return
+    backend.generate(prompts, output_tokens)
+    loads = [layer for layer in routes.close() if sum(layer)]
+    if loads:
+        imbalance = [max(layer) / (sum(layer) / len(layer)) for layer in loads]
+        recorder.figure("expert_imbalance", imbalance, params, value=max(imbalance), histograms=loads)
 
 
 def _record_energy(recorder: Recorder, runs: list[dict], params: dict, idle_w: float) -> None:
