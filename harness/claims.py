@@ -243,15 +243,31 @@ def gap_months(claim: Claim, rows: list[dict]) -> Verdict:
 
 
 def efficiency_steps(claim: Claim, rows: list[dict]) -> Verdict:
-    """Supported when the tuned engine setting decodes faster than the naive baseline beyond both intervals."""
-    steps = [row for row in rows if row.get("status") == "ok" and row["metric"] == "decode_tok_s"
-             and row["params"].get("engine_step")]
-    if len(steps) < 2:
-        return Verdict(claim, "skipped", "this run has no engine-settings ladder (not built yet: see the issue note)")
-    baseline, tuned = steps[0], steps[-1]
-    figures = {row["params"]["engine_step"]: round(row["value"], 2) for row in steps}
-    return Verdict(claim, _compare(estimate(tuned), estimate(baseline)),
-                   f"{tuned['params']['engine_step']} against {baseline['params']['engine_step']}", figures)
+    """Each engine setting against the first (the naive baseline): decode speed-up, weights saved, perplexity
+    change. Supported when the best setting is at least `min_speedup` times the baseline beyond both intervals;
+    not supported when even its interval's top is below that; else inconclusive."""
+    speeds = [row for row in rows if row.get("status") == "ok" and row["metric"] == "decode_tok_s"
+              and row["params"].get("engine_step")]
+    if len(speeds) < 2:
+        return Verdict(claim, "skipped", "this run has no engine-settings ladder (the claims suite has one)")
+    baseline, factor = estimate(speeds[0]), claim.params["min_speedup"]
+    figures = {}
+    for row in speeds:
+        step = row["params"]["engine_step"]
+        figures[f"speedup[{step}]"] = round(row["value"] / baseline.value, 2)
+        weights = _find(rows, cell_id=row["cell_id"], metric="weights_mib")
+        perplexity = _find(rows, metric="perplexity", params={"engine_step": step})
+        if weights:
+            figures[f"weights_mib[{step}]"] = round(weights["value"], 1)
+        if perplexity:
+            figures[f"perplexity[{step}]"] = round(perplexity["value"], 2)
+    best = max(speeds[1:], key=lambda row: row["value"])
+    e = estimate(best)
+    target = Estimate(baseline.value * factor, baseline.stderr * factor)
+    verdict = "inconclusive" if e.overlaps(target) else ("supported" if e.value > target.value else "not supported")
+    return Verdict(claim, verdict, f"best setting '{best['params']['engine_step']}' decodes "
+                                   f"{e.value / baseline.value:.2f}x the naive baseline (the claim: >= {factor}x)",
+                   figures)
 
 
 def interconnect(claim: Claim, rows: list[dict]) -> Verdict:

@@ -13,10 +13,15 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks" / "suites"
 
 # Each scenario's parameters and their defaults; a parameter's type is its default's type.
 SCENARIO_DEFAULTS: dict[str, dict] = {
-    "latency": {"prompt_tokens": 128, "output_tokens": 32},
-    "throughput": {"prompt_tokens": 64, "output_tokens": 16, "batch_sizes": [1, 4, 16]},
+    "latency": {"prompt_tokens": 128, "output_tokens": 32, "engine": {}},
+    "throughput": {"prompt_tokens": 64, "output_tokens": 16, "batch_sizes": [1, 4, 16], "engine": {}},
     # limit 0: the task's own limit.
-    "quality": {"task": "mmlu", "limit": 0, "seed": 1234},
+    "quality": {"task": "mmlu", "limit": 0, "seed": 1234, "engine": {}},
+}
+# Engine settings a scenario may ask the backend for (the efficiency ladder); `step` names the setting in rows.
+ENGINE_OPTIONS = {
+    "step": None, "dtype": ("fp32", "bf16", "fp16"), "attn_implementation": ("eager", "sdpa"),
+    "cache_implementation": ("dynamic", "static"), "quantize": ("int8",),
 }
 
 
@@ -74,6 +79,8 @@ def _check_scenario_params(doc: YamlDoc, path: tuple, name: str, given: dict) ->
         if isinstance(default, list):
             if not isinstance(value, list) or not value or not all(_positive_int(v) for v in value):
                 raise doc.error(where, f"must be a non-empty list of positive integers, got {value!r}")
+        elif isinstance(default, dict):
+            _check_engine(doc, where, value)
         elif isinstance(default, int):
             if not _positive_int(value):
                 raise doc.error(where, f"must be a positive integer, got {value!r}")
@@ -81,6 +88,15 @@ def _check_scenario_params(doc: YamlDoc, path: tuple, name: str, given: dict) ->
             raise doc.error(where, f"unknown task {value!r}", f"known: {', '.join(task_names())}")
         params[key] = value
     return params
+
+
+def _check_engine(doc: YamlDoc, path: tuple, engine) -> None:
+    doc.check_keys(path, engine, set(ENGINE_OPTIONS), {"step"})
+    if not isinstance(engine["step"], str) or not engine["step"]:
+        raise doc.error((*path, "step"), "must name the setting")
+    for key, allowed in ENGINE_OPTIONS.items():
+        if allowed and key in engine and engine[key] not in allowed:
+            raise doc.error((*path, key), f"must be one of {', '.join(allowed)}, got {engine[key]!r}")
 
 
 def _string_list(doc: YamlDoc, path: tuple, value) -> tuple[str, ...]:

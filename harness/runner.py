@@ -185,7 +185,11 @@ def run_cell(cell: Cell, context: dict, emit) -> None:
     from harness.scenarios import SCENARIOS
 
     backend = BACKENDS.get(cell.backend)()
-    backend.load(Path(cell.model_path), cell.device, cell.dtype, {})
+    engine = cell.scenario.params.get("engine", {})
+    options = {k: v for k, v in engine.items() if k not in ("step", "dtype", "cache_implementation")}
+    if engine.get("cache_implementation") == "static":
+        options["cache_implementation"] = "static"
+    backend.load(Path(cell.model_path), cell.device, engine.get("dtype", cell.dtype), options)
     info = backend.info()
     counter, energy_source_or_reason = open_counter(info.device)
     context = {**context, "backend_version": info.backend_version, "device": info.device,

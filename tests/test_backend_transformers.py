@@ -107,3 +107,17 @@ def test_router_hooks_count_every_routed_token_of_an_moe(tiny_moe, make_backend)
 
 def test_dense_models_have_no_routes(tiny_dense_backend):
     assert tiny_dense_backend.count_routes() is None
+
+
+def test_engine_settings_int8_weights_and_static_cache(tiny_dense):
+    from harness.backends.transformers import TransformersBackend
+
+    plain, tuned = TransformersBackend(), TransformersBackend()
+    plain.load(tiny_dense.path, "cpu", "fp32", {"attn_implementation": "eager"})
+    tuned.load(tiny_dense.path, "cpu", "fp32", {"quantize": "int8", "cache_implementation": "static"})
+    prompt = synthetic_prompts(plain.prompt_token_pool(), 1, 8)
+    assert len(tuned.generate(prompt, 6).new_token_ids[0]) == 6
+    # int8 Linear weights take about a quarter of their fp32 bytes; the parameter counts do not change.
+    assert tuned.memory()["weights_mib"] < 0.5 * plain.memory()["weights_mib"]
+    assert tuned.model_shape().total_params == plain.model_shape().total_params
+    assert tuned.model_shape().bytes_per_param < 2 < plain.model_shape().bytes_per_param == 4

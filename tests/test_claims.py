@@ -116,3 +116,19 @@ def test_the_moe_family_parameter_counts_are_exact(make_backend):
     assert shapes["family-moe"].active_params == shared + experts // 4 + 4 * 8 * 512
     assert shapes["family-dense-total"].total_params == shared + 4 * 3 * 512 * 8192 == shared + experts
     assert shapes["family-dense-active"].total_params == shared + 4 * 3 * 512 * 2048 == shared + experts // 4
+
+
+def test_efficiency_rule():
+    def ladder(tuned, stdev):
+        rows = [row("m", "decode_tok_s", 10.0, stdev=0.5, engine_step="1 naive"),
+                row("m", "decode_tok_s", tuned, stdev=stdev, engine_step="2 tuned")]
+        for r, cell in zip(rows, ("a", "b"), strict=True):
+            r["cell_id"] = cell
+        return rows
+
+    assert verdict("efficiency.algorithms", ladder(35.0, 0.5)).verdict == "supported"
+    assert verdict("efficiency.algorithms", ladder(12.0, 0.5)).verdict == "not supported"
+    assert verdict("efficiency.algorithms", ladder(20.5, 5.0)).verdict == "inconclusive"
+    figures = verdict("efficiency.algorithms", ladder(35.0, 0.5)).figures
+    assert figures["speedup[2 tuned]"] == 3.5
+    assert verdict("efficiency.algorithms", [row("m", "decode_tok_s", 1.0)]).verdict == "skipped"

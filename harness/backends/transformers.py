@@ -1,5 +1,6 @@
 """Hugging Face transformers, in process: per-token timestamps from a generation hook, log-likelihood scoring."""
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from harness.backends.base import BackendInfo, Generation
+from harness.errors import ConfigError
 from harness.hardware import auto_dtype, detect_device, device_name, synchronize
 from harness.measure.memory import MIB
 from harness.measure.roofline import ModelShape
@@ -92,6 +94,12 @@ class TransformersBackend:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         add_bos = bool(getattr(self.tokenizer, "add_bos_token", False))
         self._add_bos = add_bos and self.tokenizer.bos_token_id is not None
+        self.cache_implementation = options.get("cache_implementation")  # None: transformers' dynamic cache
+        self._shape = self._count_parameters()  # before quantization packs the Linear weights out of parameters()
+        if options.get("quantize") == "int8":
+            if self.device != "cpu" or self.dtype != "fp32":
+                raise ConfigError("quantize: int8 (dynamic, weight-only kernels of torch) runs on CPU in fp32 only")
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
 
     def info(self) -> BackendInfo:
         return BackendInfo(
@@ -141,6 +149,7 @@ class TransformersBackend:
                 top_p=None,
                 top_k=None,
                 pad_token_id=self._pad_id,
+                cache_implementation=self.cache_implementation,
                 stopping_criteria=StoppingCriteriaList([clock]),
                 return_dict_in_generate=True,
                 use_cache=True,
@@ -291,6 +300,11 @@ class TransformersBackend:
         return RouteCounter(routers, self.model_shape().num_experts) if routers else None
 
     def model_shape(self) -> ModelShape:
+        """Parameter counts as loaded; bytes per parameter from the weights' actual size (quantized ones too)."""
+        shape = self._shape
+        return dataclasses.replace(shape, bytes_per_param=self._weight_bytes() / shape.total_params)
+
+    def _count_parameters(self) -> ModelShape:
         config = self.model.config.get_text_config()
         parameters = dict(self.model.named_parameters())  # tied weights appear once
         embedding = self.model.get_input_embeddings().weight
@@ -312,11 +326,26 @@ class TransformersBackend:
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
+    def _weight_bytes(self) -> int:
+        """Bytes of every tensor of the state dict, tied ones once; quantized Linear layers keep their weights in
+        packed tuples, which are counted too."""
+        seen, total = set(), 0
+
+        def add(value):
+            nonlocal total
+            if isinstance(value, tuple):
+                for item in value:
+                    add(item)
+            elif isinstance(value, torch.Tensor) and value.data_ptr() not in seen:
+                seen.add(value.data_ptr())
+                total += _tensor_bytes(value)
+
+        for value in self.model.state_dict(keep_vars=True).values():
+            add(value)
+        return total
+
     def memory(self) -> dict[str, float]:
-        weights = sum(_tensor_bytes(t) for t in self.model.parameters()) + sum(
-            _tensor_bytes(t) for t in self.model.buffers()
-        )
-        figures = {"weights_mib": weights / MIB}
+        figures = {"weights_mib": self._weight_bytes() / MIB}
         if self.device == "cuda":
             figures["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / MIB
             figures["peak_reserved_mib"] = torch.cuda.max_memory_reserved() / MIB

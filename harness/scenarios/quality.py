@@ -20,6 +20,8 @@ def run_quality(backend: Backend, params: dict, recorder: Recorder) -> None:
     scores = scoring.score(prepared, backend, params["seed"])
     seconds = time.perf_counter() - started
     figure_params = {"limit": len(prepared.examples), "seed": params["seed"], "shots": task.fewshot.count}
+    if params["engine"]:
+        figure_params["engine_step"] = params["engine"]["step"]
     for score in scores:
         recorder.figure(score.metric, score.samples, figure_params, value=score.value, stderr=score.stderr,
                         examples_sha256=prepared.examples_sha256, **score.extra)

@@ -38,7 +38,7 @@ def generation_figures(gen: Generation, prompt_tokens: int) -> dict[str, float |
 
 def measure_generation(
     backend: Backend, recorder: Recorder, policy: RepetitionPolicy, batch_size: int, prompt_tokens: int,
-    output_tokens: int,
+    output_tokens: int, engine_step: str | None = None,
 ) -> None:
     prompts = synthetic_prompts(backend.prompt_token_pool(), batch_size, prompt_tokens)
     counter = recorder.energy
@@ -61,6 +61,8 @@ def measure_generation(
     backend.reset_peak_memory()
     runs = policy.run(once)
     params = {"batch_size": batch_size, "prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
+    if engine_step:
+        params["engine_step"] = engine_step
     for name in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s"):
         recorder.figure(name, [run[name] for run in runs], params)
     kv_bytes = last[0].kv_cache_bytes
@@ -121,11 +123,11 @@ def _record_energy(recorder: Recorder, runs: list[dict], params: dict, idle_w: f
 
 
 def run_latency(backend: Backend, params: dict, recorder: Recorder) -> None:
-    measure_generation(backend, recorder, recorder.policy, 1, params["prompt_tokens"], params["output_tokens"])
+    measure_generation(backend, recorder, recorder.policy, 1, params["prompt_tokens"], params["output_tokens"],
+                       params["engine"].get("step"))
 
 
 def run_throughput(backend: Backend, params: dict, recorder: Recorder) -> None:
     for batch_size in params["batch_sizes"]:
-        measure_generation(
-            backend, recorder, recorder.policy, batch_size, params["prompt_tokens"], params["output_tokens"]
-        )
+        measure_generation(backend, recorder, recorder.policy, batch_size, params["prompt_tokens"],
+                           params["output_tokens"], params["engine"].get("step"))
