@@ -58,6 +58,8 @@ class SuiteSpec:
     measure: MeasureSpec = MeasureSpec()
     cell_timeout_s: float = 1800.0
     report_claims: bool = False  # write claims.md / claims.csv (verdicts from this run's rows) when done
+    # Models added on a given hardware profile (big profiles get big models), by profile name.
+    profile_models: dict = dataclasses.field(default_factory=dict)
     path: str = ""
 
     def replace(self, **changes) -> "SuiteSpec":
@@ -99,6 +101,13 @@ def _check_engine(doc: YamlDoc, path: tuple, engine) -> None:
             raise doc.error((*path, key), f"must be one of {', '.join(allowed)}, got {engine[key]!r}")
 
 
+def _profile_models(doc: YamlDoc, mapping) -> dict:
+    from harness.profiles import profile_names
+
+    doc.check_keys(("profile_models",), mapping, set(profile_names()), set())
+    return {name: _string_list(doc, ("profile_models", name), models) for name, models in mapping.items()}
+
+
 def _string_list(doc: YamlDoc, path: tuple, value) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -114,7 +123,7 @@ def load_suite_file(file: Path) -> SuiteSpec:
     doc = YamlDoc(file)
     data = doc.data
     fields = {"name", "description", "models", "backends", "scenarios", "device", "dtype", "measure", "report_claims",
-              "cell_timeout_s"}
+              "cell_timeout_s", "profile_models"}
     doc.check_keys((), data, fields, {"name", "models", "scenarios"})
     backends = _string_list(doc, ("backends",), data.get("backends", ["transformers"]))
     for i, backend in enumerate(backends):
@@ -163,6 +172,7 @@ def load_suite_file(file: Path) -> SuiteSpec:
         measure=MeasureSpec(measure.get("warmup", 1), measure.get("repetitions", 5), float(min_seconds)),
         cell_timeout_s=float(timeout),
         report_claims=bool(data.get("report_claims", False)),
+        profile_models=_profile_models(doc, data.get("profile_models", {})),
         path=str(file),
     )
 

@@ -284,6 +284,9 @@ def run_suite(suite: SuiteSpec, out_dir: Path | None = None, online: bool = Fals
 
     started = time.perf_counter()
     machine = resolve_machine(suite.device, suite.dtype, profile, force)
+    extra_models = suite.profile_models.get(machine.profile.name, ()) if machine.profile else ()
+    if extra_models:
+        suite = suite.replace(models=tuple(dict.fromkeys(suite.models + extra_models)))
     models = prepare_models(suite, online)
     data_problems = prepare_data(suite)
     cells = expand(suite, models, data_problems, machine)

@@ -24,7 +24,10 @@ def write(tmp_path, text):
 
 
 def test_shipped_suites_load():
-    assert "quick" in suite_names()
+    assert {"quick", "quality", "claims", "nightly"} <= set(suite_names())
+    for name in suite_names():
+        load_suite(name)
+    assert "allenai/OLMoE-1B-7B-0924" in load_suite("nightly").profile_models["h100-sxm"]
     quick = load_suite("quick")
     assert quick.models == ("smollm2-135m",)
     assert [s.name for s in quick.scenarios] == ["latency", "throughput", "quality"]
@@ -51,6 +54,8 @@ def test_defaults_fill_what_a_suite_leaves_out(tmp_path):
      "scenarios.0.engine.quantize", "must be one of int8"),
     (("  - name: latency", "  - name: latency\n    models: [other]"), 5, "scenarios.0.models.0",
      "not one of the suite's models"),
+    (("models: [tiny-dense]", "models: [tiny-dense]\nprofile_models: {rtx9090: [x]}"), 3, "profile_models.rtx9090",
+     "unknown field"),
     (("models: [tiny-dense]", "models: [tiny-dense]\ndtype: fp64"), 3, "dtype", "must be one of"),
     (("models: [tiny-dense]", "models: [tiny-dense]\nmeasure: {repetitions: 0}"), 3, "measure.repetitions",
      "integer >= 1"),
