@@ -114,8 +114,9 @@ stop: ["."]
 extract: "([A-Z][a-z]+)"
 max_new_tokens: 6
 """, records)
-    [exact] = scoring.score(tasks.prepare(task), smollm2_backend, seed=1)
+    exact, tokens = scoring.score(tasks.prepare(task), smollm2_backend, seed=1)
     assert exact.samples == [1.0, 0.0] and exact.value == 0.5
+    assert tokens.metric == "tokens_per_answer" and all(1 <= n <= 6 for n in tokens.samples)
     assert scoring.extract("The answer is 42 apples", r"-?\d+") == "42"
     assert scoring.extract("no digits", r"-?\d+") == ""
 

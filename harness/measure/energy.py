@@ -1,61 +1,72 @@
 """Energy counters (energy.v1): NVIDIA's NVML total-energy counter, RAPL package counters on CPUs that expose them.
 
-Where no counter exists, there is no energy figure: `open_counter` says why, and nothing is estimated.
+A phase's energy is the counter's delta over it minus idle power x its duration, idle power being measured just
+before. Where no counter exists there is no energy figure: `open_counter` says why, and nothing is estimated.
 """
 
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-POWERCAP = Path("/sys/class/powercap")
+T = TypeVar("T")
 
 
 class EnergyCounter(Protocol):
     source: str
 
     def read_j(self) -> float:
-        """Joules since an arbitrary origin; never decreases."""
+        """Cumulative joules since an arbitrary origin; never decreases (wraparound handled)."""
+        ...
 
 
 class RaplCounter:
-    """The sum of the RAPL package zones (intel-rapl:N, also used by AMD), wraparound handled; subzones
-    (intel-rapl:N:M) are parts of their package and are not added again."""
+    """The sum of the RAPL package zones (intel-rapl:N, the naming AMD uses too). Subzones (intel-rapl:N:M: core,
+    uncore, dram) are parts of their package or outside it, and psys overlaps the packages: neither is added.
 
-    def __init__(self, root: Path = POWERCAP):
+    The hardware counters wrap (after minutes at full power on some parts); a wrap is seen as a drop and corrected
+    by the zone's max_energy_range_uj, so read_j must be called at least once per wrap period."""
+
+    def __init__(self, root: Path = Path("/sys/class/powercap")):
         self.zones = sorted(zone for zone in Path(root).glob("intel-rapl:*")
                             if zone.name.count(":") == 1 and (zone / "name").read_text().startswith("package"))
         if not self.zones:
             raise OSError(f"no RAPL package zones under {root}")
-        self.ranges = [int((zone / "max_energy_range_uj").read_text()) for zone in self.zones]
-        self._last = [self._raw(zone) for zone in self.zones]  # raises PermissionError where unreadable
-        self._total_uj = 0
         self.source = "rapl:" + "+".join((zone / "name").read_text().strip() for zone in self.zones)
-
-    @staticmethod
-    def _raw(zone: Path) -> int:
-        return int((zone / "energy_uj").read_text())
+        self._ranges = [int((zone / "max_energy_range_uj").read_text()) for zone in self.zones]
+        self._last = [int((zone / "energy_uj").read_text()) for zone in self.zones]  # PermissionError for non-root
+        self._total_uj = 0
 
     def read_j(self) -> float:
-        for index, zone in enumerate(self.zones):
-            value = self._raw(zone)
-            delta = value - self._last[index]
-            self._total_uj += delta if delta >= 0 else delta + self.ranges[index]
-            self._last[index] = value
+        for i, zone in enumerate(self.zones):
+            value = int((zone / "energy_uj").read_text())
+            delta = value - self._last[i]
+            self._total_uj += delta if delta >= 0 else delta + self._ranges[i]
+            self._last[i] = value
         return self._total_uj / 1e6
 
 
 class NvmlCounter:
-    """NVML's total energy since the driver loaded, in mJ (Volta and newer)."""
+    """NVML's total energy of one GPU since the driver loaded, in mJ (Volta and newer). `index` is NVML's device
+    index, which ignores CUDA_VISIBLE_DEVICES and is in PCI bus order."""
 
     def __init__(self, index: int = 0):
-        import pynvml
+        import pynvml  # nvidia-ml-py, the `gpu` extra
 
-        pynvml.nvmlInit()
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:  # no driver, or no library
+            raise OSError(f"NVML: {exc}") from exc
+        try:
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)  # NotSupported before Volta
+        except pynvml.NVMLError as exc:
+            pynvml.nvmlShutdown()
+            raise OSError(f"NVML device {index}: {exc}") from exc
+        weakref.finalize(self, pynvml.nvmlShutdown)  # NVML counts inits: each is matched by one shutdown
         self._nvml = pynvml
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)  # raises where unsupported
         self.source = f"nvml:{index}"
 
     def read_j(self) -> float:
@@ -63,22 +74,25 @@ class NvmlCounter:
 
 
 def open_counter(device: str, device_index: int = 0) -> tuple[EnergyCounter | None, str]:
-    """The counter for `device` and its source, or (None, why there is none)."""
+    """The counter for `device` and its source, or (None, "none: <why>")."""
     try:
         if device == "cuda":
-            counter = NvmlCounter(device_index)
+            counter: EnergyCounter = NvmlCounter(device_index)
         elif device == "cpu":
             counter = RaplCounter()
+        elif device == "mps":
+            return None, "none: Apple GPUs expose no energy counter without `sudo powermetrics`"
         else:
-            return None, f"no energy counter for {device} devices without root tools"
+            return None, f"none: no energy counter known for device {device!r}"
     except ImportError:
-        return None, "nvidia-ml-py is not installed (pip install 'bench-harness[gpu]')"
-    except Exception as exc:  # OSError, PermissionError, NVMLError: each means the counter cannot be read
-        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None, "none: nvidia-ml-py is not installed (pip install -e '.[gpu]')"
+    except (OSError, ValueError) as exc:  # absent, unreadable (non-root RAPL), no driver, unsupported
+        return None, "none: " + f"{type(exc).__name__}: {exc}".splitlines()[0]
     return counter, counter.source
 
 
 def measure_idle_power_w(counter: EnergyCounter, seconds: float = 0.5) -> float:
+    """Mean power over `seconds` of sleep, in watts."""
     start_j, start = counter.read_j(), time.perf_counter()
     time.sleep(seconds)
     return (counter.read_j() - start_j) / (time.perf_counter() - start)
@@ -86,15 +100,15 @@ def measure_idle_power_w(counter: EnergyCounter, seconds: float = 0.5) -> float:
 
 @dataclass(frozen=True)
 class PhaseEnergy:
-    energy_j: float  # gross minus idle power x seconds
+    energy_j: float  # gross_j - idle_w * seconds; may be slightly negative for a phase that draws no more than idle
     gross_j: float
     idle_w: float
     seconds: float
 
 
-def phase(counter: EnergyCounter, idle_w: float, fn: Callable):
+def phase(counter: EnergyCounter, idle_w: float, fn: Callable[[], T]) -> tuple[T, PhaseEnergy]:
     """Runs fn() between two counter reads; returns its result and the energy it took above idle."""
     start_j, start = counter.read_j(), time.perf_counter()
     result = fn()
-    gross, seconds = counter.read_j() - start_j, time.perf_counter() - start
-    return result, PhaseEnergy(gross - idle_w * seconds, gross, idle_w, seconds)
+    gross_j, seconds = counter.read_j() - start_j, time.perf_counter() - start
+    return result, PhaseEnergy(gross_j - idle_w * seconds, gross_j, idle_w, seconds)

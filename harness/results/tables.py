@@ -19,7 +19,8 @@ FIGURE_COLUMNS = [
 # The figure a quality line is headed by in the console, with its standard error.
 QUALITY_HEADLINE = ("accuracy", "exact_match", "pass_at_1", "perplexity")
 SUMMARY_COLUMNS = [
-    *CONTEXT_COLUMNS[:6], "task", "scenario", "batch_size", "prompt_tokens", "output_tokens", *FIGURE_COLUMNS,
+    *CONTEXT_COLUMNS[:6], "task", "scenario", "engine_step", "batch_size", "prompt_tokens", "output_tokens",
+    *FIGURE_COLUMNS,
     "quality_metric", "quality_stderr", "samples", "status", "error", "profile", "off_profile", "energy_source",
     "model_revision", "key_id",
 ]
@@ -42,7 +43,9 @@ def summary_rows(rows: list[dict]) -> list[dict]:
             batch = row["params"].get("batch_size")
             target = shared if batch is None else per_batch.setdefault(batch, {"_params": row["params"]})
             target[row["metric"]] = row
-        for batch, figures in (sorted(per_batch.items()) or [(None, {"_params": {}})]):
+        # A cell without batch sizes (quality) takes its line's parameters from its headline figure.
+        cell_params = next((r["params"] for r in cell["rows"] if r["metric"] in QUALITY_HEADLINE), {})
+        for batch, figures in (sorted(per_batch.items()) or [(None, {"_params": cell_params})]):
             line = _line(cell["first"], figures.pop("_params"), {**shared, **figures})
             line["batch_size"] = batch
             if failure:
@@ -53,7 +56,8 @@ def summary_rows(rows: list[dict]) -> list[dict]:
 
 def _line(first: dict, params: dict, figures: dict) -> dict:
     line = {col: first.get(col) for col in CONTEXT_COLUMNS}
-    line.update(prompt_tokens=params.get("prompt_tokens"), output_tokens=params.get("output_tokens"))
+    line.update(prompt_tokens=params.get("prompt_tokens"), output_tokens=params.get("output_tokens"),
+                engine_step=params.get("engine_step"))
     for name, row in figures.items():
         if name in FIGURE_COLUMNS:
             line[name] = row["value"]
@@ -83,7 +87,8 @@ def _cell(value):
 
 
 CONSOLE_COLUMNS = [
-    ("model", "model"), ("scenario", "scenario"), ("task", "task"), ("batch_size", "batch"), ("ttft_ms", "ttft_ms"),
+    ("model", "model"), ("scenario", "scenario"), ("task", "task"), ("engine_step", "engine"),
+    ("batch_size", "batch"), ("ttft_ms", "ttft_ms"),
     ("tpot_ms", "tpot_ms"), ("prefill_tok_s", "prefill_tok/s"), ("decode_tok_s", "decode_tok/s"),
     ("peak_rss_mib", "peak_rss_MiB"), ("mbu_calibrated", "mbu_cal"), ("mbu", "mbu_sheet"),
     ("usd_per_mtok", "$/Mtok"), ("quality_metric", "quality"), ("status", "status"),
