@@ -98,15 +98,21 @@ def _compare(higher: Estimate, lower: Estimate) -> str:
 
 def moe_speed_memory(claim: Claim, rows: list[dict]) -> Verdict:
     """Supported when the MoE's decode speed is nearer dense-active's than dense-total's (in ratio) while its
-    weights take about what dense-total's take; inconclusive when the MoE's interval reaches the midpoint."""
-    names = claim.params["models"]
-    speed, weights = {}, {}
-    for role, model in names.items():
-        row = _find(rows, model=model, metric="decode_tok_s", scenario="latency")
-        memory = _find(rows, model=model, metric="weights_mib", scenario="latency")
-        if row is None or memory is None:
-            return Verdict(claim, "skipped", f"no latency rows for {model} in this run (the claims suite has them)")
-        speed[role], weights[role] = estimate(row), memory["value"]
+    weights take about what dense-total's take; inconclusive when the MoE's interval reaches the midpoint.
+    The first family of the claim with latency rows for all three models in this run decides."""
+    for names in claim.params["families"]:
+        found = {role: (_find(rows, model=model, metric="decode_tok_s", scenario="latency"),
+                        _find(rows, model=model, metric="weights_mib", scenario="latency"))
+                 for role, model in names.items()}
+        if all(speed and memory for speed, memory in found.values()):
+            return _moe_verdict(claim, rows, names, found)
+    wanted = "; ".join(", ".join(names.values()) for names in claim.params["families"])
+    return Verdict(claim, "skipped", f"no family has latency rows for all its models in this run ({wanted})")
+
+
+def _moe_verdict(claim: Claim, rows: list[dict], names: dict, found: dict) -> Verdict:
+    speed = {role: estimate(speed_row) for role, (speed_row, _) in found.items()}
+    weights = {role: memory["value"] for role, (_, memory) in found.items()}
     midpoint = math.sqrt(speed["dense_active"].value * speed["dense_total"].value)
     moe = speed["moe"]
     figures = {f"decode_tok_s[{role}]": round(e.value, 3) for role, e in speed.items()}
@@ -123,7 +129,7 @@ def moe_speed_memory(claim: Claim, rows: list[dict]) -> Verdict:
                                               f"contains the midpoint {midpoint:.1f} tok/s", figures)
     nearer_active = moe.value > midpoint
     verdict = "supported" if nearer_active and memory_like_total else "not supported"
-    reason = (f"MoE decodes at {moe.value:.1f} tok/s: nearer dense-{'active' if nearer_active else 'total'} "
+    reason = (f"{names['moe']} decodes at {moe.value:.1f} tok/s: nearer dense-{'active' if nearer_active else 'total'} "
               f"({speed['dense_active'].value:.1f} active, {speed['dense_total'].value:.1f} total); its weights take "
               f"{weights['moe'] / weights['dense_total']:.2f}x dense-total's")
     return Verdict(claim, verdict, reason, figures)
@@ -138,6 +144,10 @@ def context_forgetting(claim: Claim, rows: list[dict]) -> Verdict:
         if all(found):
             accuracy = [estimate(row) for row in found]
             figures = {f"accuracy[{task}]": round(e.value, 3) for task, e in zip(lengths, accuracy, strict=True)}
+            for row in rows:  # what each context length costs: KV cache and prefill speed from latency rows
+                if row.get("model") == model and row.get("status") == "ok" and row["scenario"] == "latency" \
+                        and row["metric"] in ("kv_cache_mib", "prefill_tok_s") and not row["params"].get("engine_step"):
+                    figures[f"{row['metric']}[{row['params']['prompt_tokens']} tokens]"] = round(row["value"], 2)
             verdict = _compare(accuracy[0], accuracy[-1])
             reason = (f"{model}: passkey accuracy {accuracy[0].value:.2f} at {lengths[0]} against "
                       f"{accuracy[-1].value:.2f} at {lengths[-1]}")
@@ -153,11 +163,15 @@ def token_overhead(claim: Claim, rows: list[dict]) -> Verdict:
         reasoning = _find(rows, model=model, task=tasks["reasoning"], metric="tokens_per_answer")
         if direct and reasoning:
             d, r = estimate(direct), estimate(reasoning)
-            accuracy = {role: _find(rows, model=model, task=task, metric="exact_match")
-                        for role, task in tasks.items()}
             figures = {"tokens_direct": round(d.value, 1), "tokens_reasoning": round(r.value, 1),
-                       "ratio": round(r.value / d.value, 2) if d.value else None,
-                       **{f"exact_match[{role}]": row["value"] for role, row in accuracy.items() if row}}
+                       "ratio": round(r.value / d.value, 2) if d.value else None}
+            for role, task in tasks.items():
+                accuracy = _find(rows, model=model, task=task, metric="exact_match")
+                seconds = _find(rows, model=model, task=task, metric="eval_s")
+                if accuracy:
+                    figures[f"exact_match[{role}]"] = round(accuracy["value"], 3)
+                if seconds:  # the task's scoring time over its questions (batched generation)
+                    figures[f"seconds_per_answer[{role}]"] = round(seconds["value"] / seconds["params"]["limit"], 3)
             return Verdict(claim, _compare(r, d), f"{model}: {r.value:.1f} tokens per step-by-step answer "
                                                   f"against {d.value:.1f} direct", figures)
     return Verdict(claim, "skipped", f"no model has tokens_per_answer for both {tasks['direct']} and "

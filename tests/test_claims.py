@@ -47,6 +47,16 @@ def test_moe_rule(moe_speed, moe_stdev, moe_weights, expected):
     assert verdict("moe.more_with_less", family(moe_speed, moe_stdev, moe_weights)).verdict == expected
 
 
+def test_moe_rule_prefers_a_real_family_and_skips_without_one():
+    real = [row(model, metric, value, stdev=0.1) for model, speed, weights in (
+        ("allenai/OLMoE-1B-7B-0924", 30.0, 13000.0), ("allenai/OLMo-7B-0724-hf", 10.0, 13500.0),
+        ("allenai/OLMo-1B-0724-hf", 35.0, 2300.0)) for metric, value in (("decode_tok_s", speed),
+                                                                          ("weights_mib", weights))]
+    result = verdict("moe.more_with_less", real + family(22.0))
+    assert result.verdict == "supported" and "OLMoE" in result.reason  # the real family decides, not the built one
+    assert verdict("moe.more_with_less", family(70.0)[:4]).verdict == "skipped"
+
+
 def test_context_rule():
     def passkey(short, long, stderr):
         return [row("m", "exact_match", short, task="passkey_128", stderr=stderr),
@@ -57,6 +67,9 @@ def test_context_rule():
     assert verdict("context.forgetting", passkey(0.2, 0.9, 0.05)).verdict == "not supported"
     assert verdict("context.forgetting", passkey(0.6, 0.5, 0.1)).verdict == "inconclusive"
     assert verdict("context.forgetting", passkey(0.6, 0.5, 0.1)[:2]).verdict == "skipped"
+    costs = [row("m", "kv_cache_mib", 6.0, prompt_tokens=128), row("m", "kv_cache_mib", 90.0, prompt_tokens=2048)]
+    figures = verdict("context.forgetting", passkey(0.9, 0.2, 0.05) + costs).figures
+    assert figures["kv_cache_mib[128 tokens]"] == 6.0 and figures["kv_cache_mib[2048 tokens]"] == 90.0
 
 
 def test_reasoning_rule():
