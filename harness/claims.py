@@ -6,13 +6,13 @@ confidence intervals of the figures it compares overlap, or skipped with the rea
 
 import csv
 import datetime
-import io
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.results.store import write_atomic
+from harness.results.tables import csv_text
 from harness.yamlfile import YamlDoc
 
 CLAIMS_FILE = Path(__file__).resolve().parent.parent / "tasks" / "claims.yaml"
@@ -116,9 +116,12 @@ def _moe_verdict(claim: Claim, rows: list[dict], names: dict, found: dict) -> Ve
     midpoint = math.sqrt(speed["dense_active"].value * speed["dense_total"].value)
     moe = speed["moe"]
     figures = {f"decode_tok_s[{role}]": round(e.value, 3) for role, e in speed.items()}
-    for role, model in names.items():  # prefill beside it, for the reader; the verdict follows decode, as claimed
+    for role, model in names.items():  # prefill and energy beside it, for the reader; the verdict follows decode
         prefill = _find(rows, model=model, metric="prefill_tok_s", scenario="latency")
         figures[f"prefill_tok_s[{role}]"] = round(prefill["value"], 1) if prefill else None
+        joules = _find(rows, model=model, metric="j_per_tok", scenario="latency")
+        if joules:  # only where the machine has an energy counter
+            figures[f"j_per_tok[{role}]"] = round(joules["value"], 4)
     routing = _find(rows, model=names["moe"], metric="expert_imbalance", scenario="latency")
     if routing:
         figures["expert_imbalance[moe, worst layer]"] = round(routing["value"], 2)
@@ -155,9 +158,20 @@ def context_forgetting(claim: Claim, rows: list[dict]) -> Verdict:
     return Verdict(claim, "skipped", f"no model has rows for all of {', '.join(lengths)} in this run")
 
 
+def _price_usd_per_hour(rows: list[dict]) -> float | None:
+    """The price per hour of the profile the run was held against; None where it has none."""
+    from harness.profiles import get_profile
+
+    name = next((row.get("profile") for row in rows if row.get("profile")), None)
+    return get_profile(name).price_usd_per_hour if name else None
+
+
 def token_overhead(claim: Claim, rows: list[dict]) -> Verdict:
-    """Supported when step-by-step answers take more tokens than direct ones beyond both intervals."""
+    """Supported when step-by-step answers take more tokens than direct ones beyond both intervals; with seconds
+    per answer (the task's batched generation time over its questions) and, where the profile has a price, dollars
+    per answer at that price."""
     tasks = claim.params["tasks"]
+    price = _price_usd_per_hour(rows)
     for model in dict.fromkeys(row["model"] for row in rows):
         direct = _find(rows, model=model, task=tasks["direct"], metric="tokens_per_answer")
         reasoning = _find(rows, model=model, task=tasks["reasoning"], metric="tokens_per_answer")
@@ -171,7 +185,10 @@ def token_overhead(claim: Claim, rows: list[dict]) -> Verdict:
                 if accuracy:
                     figures[f"exact_match[{role}]"] = round(accuracy["value"], 3)
                 if seconds:  # the task's scoring time over its questions (batched generation)
-                    figures[f"seconds_per_answer[{role}]"] = round(seconds["value"] / seconds["params"]["limit"], 3)
+                    per_answer = seconds["value"] / seconds["params"]["limit"]
+                    figures[f"seconds_per_answer[{role}]"] = round(per_answer, 3)
+                    if price:
+                        figures[f"usd_per_answer[{role}]"] = round(per_answer * price / 3600, 8)
             return Verdict(claim, _compare(r, d), f"{model}: {r.value:.1f} tokens per step-by-step answer "
                                                   f"against {d.value:.1f} direct", figures)
     return Verdict(claim, "skipped", f"no model has tokens_per_answer for both {tasks['direct']} and "
@@ -225,6 +242,23 @@ def reference_scores(path: Path = REFERENCE_SCORES) -> list[dict]:
     return rows
 
 
+def closed_scores(reference: list[dict], benchmark: str, setting: str) -> list[dict]:
+    """The reference rows of closed models on `benchmark` in exactly `setting` (never across settings)."""
+    return [r for r in reference if r["open_weights"].startswith("no") and r["benchmark"] == benchmark
+            and r["setting_as_reported"] == setting and r["released"]]
+
+
+def gap_to_best_closed(score: float, closed: list[dict]) -> tuple[dict, float]:
+    """The best closed model of `closed` and how many points `score` (in percent) trails it."""
+    best = max(closed, key=lambda r: r["score"])
+    return best, best["score"] - score
+
+
+def gap_comparisons() -> list[dict]:
+    """Which figures of a run line up with which reference benchmark and setting (the gap claim's mapping)."""
+    return next(claim.params.get("comparisons", []) for claim in load_claims() if claim.rule == "gap_months")
+
+
 def gap_months(claim: Claim, rows: list[dict]) -> Verdict:
     """For each model of the run with a reference entry and a quality row on a benchmark and setting the reference
     has for closed models: months behind the first closed model that reached its score."""
@@ -234,14 +268,13 @@ def gap_months(claim: Claim, rows: list[dict]) -> Verdict:
         if row is None:
             continue
         own = next((r for r in reference if r["model"] == mapping["reference_model"] and r["released"]), None)
-        closed = [r for r in reference if r["open_weights"].startswith("no") and r["benchmark"] ==
-                  mapping["benchmark"] and r["setting_as_reported"] == mapping["setting"] and r["released"]]
+        closed = closed_scores(reference, mapping["benchmark"], mapping["setting"])
         if own is None or not closed:
             continue
         score = row["value"] * 100
-        best = max(closed, key=lambda r: r["score"])
+        best, gap = gap_to_best_closed(score, closed)
         figures = {"score": round(score, 1), "best_closed": f"{best['model']} {best['score']}",
-                   "gap_points": round(best["score"] - score, 1)}
+                   "gap_points": round(gap, 1)}
         try:
             months, first, lower_bound = months_behind(score, own["released"], closed)
         except ValueError:
@@ -311,10 +344,6 @@ def write_report(run_dir: Path, results: list[Verdict]) -> str:
     write_atomic(run_dir / "claims.md", text)
     rows = [{"claim": v.claim.id, "verdict": v.verdict, "reason": v.reason,
              "figures": "; ".join(f"{k}={val}" for k, val in v.figures.items())} for v in results]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["claim", "verdict", "reason", "figures"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(run_dir / "claims.csv", out.getvalue())
+    write_atomic(run_dir / "claims.csv", csv_text(["claim", "verdict", "reason", "figures"], rows))
     width = max(len(v.claim.id) for v in results)
     return "\n".join(f"{v.claim.id:<{width}}  {v.verdict:<13}  {v.reason}" for v in results)

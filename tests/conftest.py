@@ -46,3 +46,34 @@ def tiny_dense_backend(tiny_dense):
 def make_backend():
     """Loads a fresh backend (for tests that need two of one model, e.g. with other batch sizes)."""
     return load_backend
+
+
+# A model name that is markup to a browser and a formula to a spreadsheet: the results tools must show it as text.
+HOSTILE_MODEL = "=1+1<img src=x onerror=\"document.title='pwned'\">"
+
+
+@pytest.fixture(scope="session")
+def result_runs(tmp_path_factory, tiny_dense):
+    """Real `bench run`s of tests/fixtures/suite_results.yaml on tiny-dense, side by side so that they share the
+    machine's load: `base` and `same` (the same suite), and `slowed` (the other dtype: fp32 where `auto` picks bf16,
+    else bf16), which also runs a copy of tiny-dense named HOSTILE_MODEL."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.hardware import auto_dtype
+
+    root = tmp_path_factory.mktemp("result_runs")
+    suite = str(Path(__file__).parent / "fixtures" / "suite_results.yaml")
+    (root / HOSTILE_MODEL).symlink_to(tiny_dense.path, target_is_directory=True)
+    slow_dtype = "fp32" if auto_dtype("cpu") == "bf16" else "bf16"
+    command = [sys.executable, "-m", "harness", "run", "--suite", suite, "--no-progress", "--out"]
+    extra = {"base": [], "same": [], "slowed": ["--dtype", slow_dtype, "--model", "tiny-dense", "--model",
+                                                 HOSTILE_MODEL]}
+    runs = {name: subprocess.Popen([*command, str(root / name), *args], cwd=root, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+            for name, args in extra.items()}
+    for name, process in runs.items():
+        output = process.communicate(timeout=1200)[0]
+        assert process.returncode == 0, f"bench run ({name}) failed:\n{output}"
+    return {name: root / name for name in runs}

@@ -121,3 +121,51 @@ def test_engine_settings_int8_weights_and_static_cache(tiny_dense):
     assert tuned.memory()["weights_mib"] < 0.5 * plain.memory()["weights_mib"]
     assert tuned.model_shape().total_params == plain.model_shape().total_params
     assert tuned.model_shape().bytes_per_param < 2 < plain.model_shape().bytes_per_param == 4
+
+
+def test_int4_linear_multiplies_by_its_dequantized_weights():
+    import torch
+
+    from harness.backends.quantize import INT4_GROUP_SIZE, Int4Linear
+
+    linear = torch.nn.Linear(4 * INT4_GROUP_SIZE, 48, bias=True)
+    packed = Int4Linear(linear)
+    x = torch.randn(3, 5, linear.in_features)
+    # The same grouping, rounding and zero point by hand: 16 levels between each group's min and max.
+    groups = linear.weight.detach().reshape(48, -1, INT4_GROUP_SIZE)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = (high - low) / 15
+    dequantized = (((groups - low) / scale).round() * scale + low).reshape(48, -1)
+    expected = x @ dequantized.T + linear.bias
+    assert torch.allclose(packed(x), expected, atol=1e-4)
+    # and it is a real 4-bit approximation: close to, but not equal to, the full-precision layer
+    error = (packed(x) - linear(x)).abs().max().item()
+    assert 0 < error < 0.1 * linear(x).abs().max().item()
+
+
+def test_engine_settings_int4_weights(tiny_dense):
+    from harness.backends.transformers import TransformersBackend
+
+    plain, tuned = TransformersBackend(), TransformersBackend()
+    plain.load(tiny_dense.path, "cpu", "fp32", {})
+    tuned.load(tiny_dense.path, "cpu", "fp32", {"quantize": "int4"})
+    prompt = synthetic_prompts(plain.prompt_token_pool(), 2, 8)
+    assert [len(ids) for ids in tuned.generate(prompt, 5).new_token_ids] == [5, 5]
+    # 4-bit weights plus a scale and zero per 32 weights: about a sixth of fp32 for the Linear layers.
+    plain_mib, tuned_mib = plain.memory()["weights_mib"], tuned.memory()["weights_mib"]
+    embedding_mib = plain.model.get_input_embeddings().weight.numel() * 4 / 2**20
+    assert tuned_mib - embedding_mib < 0.2 * (plain_mib - embedding_mib)
+    assert tuned.model_shape().total_params == plain.model_shape().total_params
+
+
+@pytest.mark.slow
+def test_compiled_decoding_gives_the_eager_tokens(tiny_dense):
+    from harness.backends.transformers import TransformersBackend
+
+    eager, compiled = TransformersBackend(), TransformersBackend()
+    eager.load(tiny_dense.path, "cpu", "fp32", {})
+    compiled.load(tiny_dense.path, "cpu", "fp32", {"compile": True})
+    prompt = synthetic_prompts(eager.prompt_token_pool(), 1, 8)
+    first = compiled.generate(prompt, 6)  # compiles
+    assert compiled.cache_implementation == "static"
+    assert first.new_token_ids == compiled.generate(prompt, 6).new_token_ids == eager.generate(prompt, 6).new_token_ids

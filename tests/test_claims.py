@@ -80,6 +80,18 @@ def test_reasoning_rule():
     assert verdict("reasoning.token_overhead", answers(3.0, 40.0, 1.0)).verdict == "supported"
     assert verdict("reasoning.token_overhead", answers(40.0, 3.0, 1.0)).verdict == "not supported"
     assert verdict("reasoning.token_overhead", answers(10.0, 11.0, 2.0)).verdict == "inconclusive"
+    # Seconds per answer from the tasks' scoring time; dollars per answer at the profile's price, where it has one.
+    timed = answers(3.0, 40.0, 1.0) + [row("m", "eval_s", 10.0, task="arithmetic", limit=20),
+                                       row("m", "eval_s", 60.0, task="arithmetic_cot", limit=20)]
+    figures = verdict("reasoning.token_overhead", timed).figures
+    assert figures["seconds_per_answer[direct]"] == 0.5 and figures["seconds_per_answer[reasoning]"] == 3.0
+    assert "usd_per_answer[direct]" not in figures  # the cpu profile has no price
+    priced = [{**r, "profile": "l4"} for r in timed]
+    figures = verdict("reasoning.token_overhead", priced).figures
+    from harness.profiles import get_profile
+
+    price = get_profile("l4").price_usd_per_hour
+    assert figures["usd_per_answer[reasoning]"] == pytest.approx(3.0 * price / 3600, abs=1e-8)
 
 
 def test_cost_rule_and_skips():

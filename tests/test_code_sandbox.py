@@ -2,6 +2,8 @@
 
 import socket
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -45,18 +47,24 @@ def test_background_children_die_with_the_program(tmp_path):
     assert not marker.exists()
 
 
-def test_a_network_call_is_refused():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(0.5)
+@pytest.fixture
+def listener():
+    """A socket listening on this machine's loopback; the test checks that nothing ever connected to it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.5)
+    yield server
+    with pytest.raises(TimeoutError):
+        server.accept()  # nothing ever connected
+    server.close()
+
+
+def test_a_network_call_is_refused(listener):
     port = listener.getsockname()[1]
     source = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
     outcome = code.run_untrusted(source, timeout_s=5)
     assert not outcome.passed and ("OSError" in outcome.reason or "refused" in outcome.reason.lower())
-    with pytest.raises(TimeoutError):
-        listener.accept()  # nothing ever connected
-    listener.close()
 
 
 def test_a_memory_hog_fails_without_harming_the_caller():
@@ -72,3 +80,51 @@ def test_files_land_in_a_scratch_directory_that_is_removed():
     import os
 
     assert not os.path.exists(scratch)
+
+
+namespaces = pytest.mark.skipif(code.isolation() != "namespaces",
+                                reason=f"this machine allows sandbox isolation '{code.isolation()}' only")
+
+
+@namespaces
+def test_generated_code_cannot_write_outside_its_scratch_folder(tmp_path):
+    targets = [tmp_path / "escape.txt", tmp_path / "escape-from-child.txt"]
+    source = (f"import os, subprocess\nopen('inside.txt', 'w').write('x')\nassert open('inside.txt').read() == 'x'\n"
+              f"subprocess.run(['touch', {str(targets[1])!r}])\nopen({str(targets[0])!r}, 'w')\n")
+    outcome = code.run_untrusted(source, timeout_s=10)
+    assert not outcome.passed and "Read-only file system" in outcome.reason, outcome
+    assert not any(target.exists() for target in targets)  # neither the program nor its child wrote a byte
+    assert list(tmp_path.iterdir()) == []
+
+
+@namespaces
+def test_the_network_is_unreachable_even_below_the_guard(listener):
+    port = listener.getsockname()[1]
+    # _socket is the C module under socket: the guard does not cover it, the network namespace does.
+    source = f"import _socket\ns = _socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\n"
+    outcome = code.run_untrusted(source, timeout_s=5)
+    assert not outcome.passed and "Network is unreachable" in outcome.reason, outcome
+
+
+@namespaces
+def test_a_child_in_a_new_session_does_not_outlive_the_time_limit():
+    tag = f"bench-test-{uuid.uuid4().hex}"
+    # The child leaves the program's process group (killpg cannot reach it); the PID namespace still can.
+    child = f"import os, time; os.setsid(); time.sleep(600)  # {tag}"
+    source = f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(600)\n"
+    assert code.run_untrusted(source, timeout_s=3) == code.Outcome(False, "timeout")
+
+    def alive() -> list[Path]:
+        return [p for p in Path("/proc").glob("[0-9]*") if tag.encode() in _cmdline(p)]
+
+    deadline = time.monotonic() + 10  # the kernel reaps the namespace asynchronously: allow it a moment
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive()
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -10,13 +10,13 @@ from harness.quality import tasks
 FIXTURE = Path(__file__).parent / "fixtures" / "mmlu_fixture.jsonl"
 
 
-def fixture_task(tmp_path):
-    """The shipped mmlu task, reading the hand-made fixture instead of the wheel's file."""
+def fixture_task(tmp_path, name="mmlu"):
+    """A shipped MMLU task, reading the hand-made fixture instead of the wheel's file."""
     shutil.copy(FIXTURE, tmp_path / "mmlu.jsonl")
-    text = (tasks.TASKS_DIR / "mmlu.yaml").read_text()
+    text = (tasks.TASKS_DIR / f"{name}.yaml").read_text()
     source = text[text.index("source:"):text.index("format:")]
-    (tmp_path / "mmlu.yaml").write_text(text.replace(source, "source: {jsonl: mmlu.jsonl}\n"))
-    return tasks.load_task(str(tmp_path / "mmlu.yaml"))
+    (tmp_path / f"{name}.yaml").write_text(text.replace(source, "source: {jsonl: mmlu.jsonl}\n"))
+    return tasks.load_task(str(tmp_path / f"{name}.yaml"))
 
 
 def test_rows_become_examples_and_header_rows_are_skipped(tmp_path):
@@ -35,6 +35,15 @@ def test_prompt_is_lm_evaluation_harness_format(tmp_path):
         "What is the capital of France?\nA. Berlin\nB. Paris\nC. Madrid\nD. Rome\nAnswer:"
     )
     assert prepared.task.choices == (" A", " B", " C", " D")
+
+
+def test_cloze_prompt_shows_no_letters_and_its_choices_are_the_answer_texts(tmp_path):
+    prepared = tasks.prepare(fixture_task(tmp_path, "mmlu_cloze"))
+    index = [e["question"] for e in prepared.examples].index("What is the capital of France?")
+    assert prepared.contexts[index] == (
+        "The following are questions about geography.\nQuestion: What is the capital of France?\nAnswer:")
+    example = prepared.examples[index]
+    assert [choice.format(**example) for choice in prepared.task.choices] == [" Berlin", " Paris", " Madrid", " Rome"]
 
 
 @pytest.mark.slow

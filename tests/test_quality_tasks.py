@@ -39,14 +39,14 @@ choices: [" {choices[0]}", " {choices[1]}", " {choices[2]}", " {choices[3]}"]
 
 
 def test_shipped_tasks_load_with_versions():
-    assert {"mmlu", "mmlu_5shot", "arithmetic", "humaneval", "perplexity"} <= set(tasks.task_names())
+    assert {"mmlu", "mmlu_5shot", "mmlu_cloze", "arithmetic", "humaneval", "perplexity"} <= set(tasks.task_names())
     for name in tasks.task_names():
         task = tasks.load_task(name)
         assert task.version >= 1 and task.name == name
 
 
 @pytest.mark.parametrize("change, message", [
-    (("version: 1", "version: zero"), "version: must be a positive integer"),
+    (("version: 1", "version: zero"), "version: must be an integer >= 1"),
     (("scoring: multiple_choice", "scoring: vibes"), "scoring: must be one of"),
     (("format: records", "format: records\ntemperature: 2"), "temperature: unknown field"),
     (("source: {jsonl: data.jsonl}", "source: {jsonl: a.jsonl, generator: arithmetic}"), "exactly one of"),
@@ -97,6 +97,7 @@ def test_multiple_choice_scorer_picks_the_known_answers(tmp_path, smollm2_backen
     assert accuracy.metric == "accuracy" and accuracy.samples == [1.0, 1.0, 1.0, 1.0] and accuracy.value == 1.0
     assert acc_norm.metric == "acc_norm" and acc_norm.stderr == 0.0
     assert sorted(accuracy.extra["picks"]) == [0, 1, 2, 3]
+    assert accuracy.extra["majority_baseline"] == 0.25 and accuracy.extra["degenerate"] is False
 
 
 @pytest.mark.slow

@@ -6,5 +6,7 @@ BACKENDS = Registry(
     "backend",
     {
         "transformers": "harness.backends.transformers:TransformersBackend",
+        "openai": "harness.backends.openai:OpenAIBackend",
+        "vllm": "harness.backends.vllm:VllmBackend",
     },
 )

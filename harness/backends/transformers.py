@@ -1,7 +1,9 @@
 """Hugging Face transformers, in process: per-token timestamps from a generation hook, log-likelihood scoring."""
 
 import dataclasses
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -9,6 +11,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from harness.backends.base import BackendInfo, Generation
+from harness.backends.quantize import quantize
 from harness.errors import ConfigError
 from harness.hardware import auto_dtype, detect_device, device_name, synchronize
 from harness.measure.memory import MIB
@@ -82,12 +85,27 @@ class TransformersBackend:
         # One input at a time with shared-prefix reuse on CPUs, padded batches on accelerators (see loglikelihood).
         self.reuse_prefixes = options.get("reuse_prefixes", self.device == "cpu")
         self.dtype = auto_dtype(self.device) if dtype == "auto" else dtype
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path,
-            dtype=TORCH_DTYPES[self.dtype],
-            attn_implementation=options.get("attn_implementation"),
-        ).to(self.device)
+        # Code shipped with a model runs only for a model the user named with --trust-remote-code; pickle weights
+        # (which can carry code too) load only with --allow-pickle.
+        trust = bool(options.get("trust_remote_code", False))
+        placement = self._placement(options)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_path,
+                dtype=TORCH_DTYPES[self.dtype],
+                attn_implementation=options.get("attn_implementation"),
+                trust_remote_code=trust,
+                use_safetensors=None if options.get("allow_pickle") else True,
+                **placement,
+            )
+            if not placement:
+                self.model.to(self.device)
+        except ValueError as exc:
+            if trust or "custom code" not in str(exc):
+                raise
+            raise ConfigError(f"{model_path} needs Python code that it ships, which is not run without "
+                              "--trust-remote-code for this model") from None
         self.model.eval()
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
@@ -96,12 +114,35 @@ class TransformersBackend:
         self._add_bos = add_bos and self.tokenizer.bos_token_id is not None
         self.cache_implementation = options.get("cache_implementation")  # None: transformers' dynamic cache
         self._shape = self._count_parameters()  # before quantization packs the Linear weights out of parameters()
-        if options.get("quantize") == "int8":
-            if self.device != "cpu" or self.dtype != "fp32":
-                raise ConfigError("quantize: int8 (dynamic, weight-only kernels of torch) runs on CPU in fp32 only")
-            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        if options.get("quantize"):
+            self.model = quantize(self.model, options["quantize"], self.device, self.dtype)
+        if options.get("compile"):
+            self._compile_decoding()
+
+    def _placement(self, options: dict) -> dict:
+        """accelerate's placement of a model larger than one device (engine `device_map`, `max_memory`): its layers
+        fill the GPUs in turn, then CPU memory, then a temporary folder on disk, each within its `max_memory`;
+        accelerate's hooks move activations between them. Inputs go to self.device, where the embeddings go first."""
+        self._offload = None
+        if "device_map" not in options:
+            return {}
+        self._offload = tempfile.TemporaryDirectory(prefix="bench-offload-")
+        return {"device_map": options["device_map"], "max_memory": options.get("max_memory"),
+                "offload_folder": self._offload.name}
+
+    def _compile_decoding(self) -> None:
+        """torch.compile (inductor) of the decoding forward pass. transformers compiles it inside generate() when the
+        KV cache has a static shape, on every device once asked to (by default only on accelerators); the first
+        generate() pays the compilation, which the warm-up runs absorb."""
+        from transformers.generation import CompileConfig
+
+        config = CompileConfig(mode="default")  # "reduce-overhead" means CUDA graphs, which CPUs do not have
+        config._compile_all_devices = True
+        self.model.generation_config.compile_config = config
+        self.cache_implementation = "static"
 
     def info(self) -> BackendInfo:
+        placed = getattr(self.model, "hf_device_map", None)
         return BackendInfo(
             backend=self.name,
             backend_version=transformers.__version__,
@@ -115,6 +156,9 @@ class TransformersBackend:
                 "attn_implementation": self.model.config._attn_implementation,
                 "model_class": type(self.model).__name__,
                 "total_params": sum(p.numel() for p in self.model.parameters()),
+                "context_window": getattr(self.model.config.get_text_config(), "max_position_embeddings", None),
+                # With a device map: how many of the model's modules went to each GPU, the CPU and the disk.
+                "device_map": dict(Counter(map(str, placed.values()))) if placed else None,
             },
         )
 
@@ -322,9 +366,15 @@ class TransformersBackend:
             experts_per_token=getattr(config, "num_experts_per_tok", 0) if num_experts else 0,
         )
 
+    def _gpus(self) -> list:
+        """The GPUs that hold the model: those of its device map (accelerate names GPUs by index), or the current."""
+        placed = getattr(self.model, "hf_device_map", None)
+        return sorted({d for d in placed.values() if isinstance(d, int)}) if placed else [None]
+
     def reset_peak_memory(self) -> None:
         if self.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            for gpu in self._gpus():
+                torch.cuda.reset_peak_memory_stats(gpu)
 
     def _weight_bytes(self) -> int:
         """Bytes of every tensor of the state dict, tied ones once; quantized Linear layers keep their weights in
@@ -336,9 +386,12 @@ class TransformersBackend:
             if isinstance(value, tuple):
                 for item in value:
                     add(item)
-            elif isinstance(value, torch.Tensor) and value.data_ptr() not in seen:
-                seen.add(value.data_ptr())
-                total += _tensor_bytes(value)
+            elif isinstance(value, torch.Tensor):
+                # Weights offloaded by a device map are meta tensors, all at address 0: told apart by identity.
+                key = id(value) if value.is_meta else value.data_ptr()
+                if key not in seen:
+                    seen.add(key)
+                    total += _tensor_bytes(value)
 
         for value in self.model.state_dict(keep_vars=True).values():
             add(value)
@@ -347,11 +400,14 @@ class TransformersBackend:
     def memory(self) -> dict[str, float]:
         figures = {"weights_mib": self._weight_bytes() / MIB}
         if self.device == "cuda":
-            figures["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / MIB
-            figures["peak_reserved_mib"] = torch.cuda.max_memory_reserved() / MIB
+            # Summed over the GPUs of a device map.
+            figures["peak_allocated_mib"] = sum(map(torch.cuda.max_memory_allocated, self._gpus())) / MIB
+            figures["peak_reserved_mib"] = sum(map(torch.cuda.max_memory_reserved, self._gpus())) / MIB
         return figures
 
     def close(self) -> None:
         del self.model
+        if self._offload:
+            self._offload.cleanup()
         if self.device == "cuda":
             torch.cuda.empty_cache()

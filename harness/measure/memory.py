@@ -21,3 +21,12 @@ def peak_rss_mib() -> float:
                 return int(line.split()[1]) * 1024 / MIB
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / MIB if sys.platform == "darwin" else maxrss * 1024 / MIB  # bytes on macOS, KiB elsewhere
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation refused: Python's MemoryError, torch's OutOfMemoryError (CUDA), or torch's CPU
+    allocator failing (a RuntimeError "can't allocate memory", as under the worker's address-space limit)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

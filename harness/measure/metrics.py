@@ -53,6 +53,23 @@ METRICS: dict[str, Metric] = {
     "expert_imbalance": Metric("ratio", "router.v1", False),
     "total_params": Metric("params", "params.v1", False),
     "active_params": Metric("params", "params.v1", False),
+    # Served load (an OpenAI-compatible server; one window of requests per load point). Per request: ttft_ms,
+    # tpot_ms, e2e_latency_ms as above; itl_ms pools every gap between consecutive tokens of every request (its row
+    # also carries chunks_per_token: chunks of several tokens make zero gaps).
+    "itl_ms": Metric("ms", "itl.v1", False),
+    "output_tok_s": Metric("tok/s", "output.v1", True),
+    "request_s": Metric("req/s", "reqs.v1", True),
+    "goodput_req_s": Metric("req/s", "goodput.v1", True),
+    # Requests that ended in an HTTP error, a server error event, a timeout or a cut stream (the reasons counted).
+    "failed_requests": Metric("req", "errors.v1", False),
+    # The highest Poisson rate whose window met every SLO at its percentile, found by bisection.
+    "slo_max_rate_req_s": Metric("req/s", "slo_rate.v1", True),
+    # NVML memory used on the device by the engine's processes (vLLM).
+    "peak_device_mib": Metric("MiB", "nvml.v1", False),
+    # find_max: the largest batch size / prompt length whose generation did not run out of memory (first_failed:
+    # the smallest that did).
+    "max_batch_size": Metric("seqs", "findmax.v1", True),
+    "max_prompt_tokens": Metric("tok", "findmax.v1", True),
 }
 
 

@@ -27,6 +27,12 @@ def summarize(samples: Sequence[float]) -> dict:
     }
 
 
+def percentile(samples: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) of the finite samples; None when there are none."""
+    values = [s for s in samples if s is not None and math.isfinite(s)]
+    return float(np.percentile(values, q)) if values else None
+
+
 def bootstrap_stderr(values: Sequence[float], seed: int = 0, resamples: int = 1000,
                      statistic: Callable[[np.ndarray], float] | None = None) -> float:
     """Standard error of `statistic` (default: the mean) over resamples of the examples, by bootstrap with its own

@@ -2,12 +2,18 @@
 
 Generated code runs in a separate process group, in a fresh scratch directory that is deleted afterwards, with a
 wall-clock limit enforced by the parent (the whole group is killed), CPU-time, address-space and file-size limits,
-no stdin and a minimal environment. Network: where Linux lets an unprivileged user make a network namespace
-(`unshare -rn`), the program runs in one with no interfaces but loopback of its own; everywhere, a guard placed
-before the program also makes socket creation and connection raise. The guard alone is not a security boundary
-against deliberately hostile code; the namespace is, for the network. The file system is not isolated: the
-program starts in its scratch directory and the file-size limit bounds what it writes, but it can reach any file
-the user can (run untrusted models' code on a machine or in a container you can afford to lose).
+no stdin and a minimal environment. Where Linux lets the user make namespaces (`unshare`; isolation() says which
+level this machine has):
+
+- "namespaces": new user, mount, PID and network namespaces. Every mount is remounted read-only except the scratch
+  directory, so the program can write nowhere else; it has no network but a loopback of its own; and it is PID 1's
+  child in its own PID namespace, so nothing it starts (even in a new session) survives it.
+- "network namespace": only the network is isolated (the program can write wherever the user can).
+- "none": no namespaces; the limits above only.
+
+Everywhere, a guard placed before the program also makes socket connections raise; the guard alone is not a
+security boundary against deliberately hostile code, the namespaces are. Below "namespaces", run untrusted models'
+code on a machine or in a container you can afford to lose.
 """
 
 import functools
@@ -79,16 +85,56 @@ def program(problem: Problem, completion: str) -> str:
     return f"{problem.prompt}{completion}\n\n{problem.test}\n\ncheck({problem.entry_point})\n"
 
 
+# Runs first inside the namespaces, with the scratch directory as its working directory: binds the scratch directory
+# onto itself (a mount of its own, writable), remounts every other mount read-only, then becomes the program. A mount
+# it cannot make read-only stops it before the program starts. A remount must keep the flags a mount has (nosuid,
+# nodev, noexec, atime: statvfs bits 2, 4, 8, 1024, 2048, 4096 -> mount flags), or the kernel refuses it.
+READ_ONLY_LAUNCHER = """\
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+scratch = os.getcwd()
+KEEP = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}
+MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
+def mount(source, target, flags):
+    if libc.mount(source, target.encode(), None, flags, None) != 0:
+        sys.exit(f"sandbox: cannot mount {target}: {os.strerror(ctypes.get_errno())}")
+mount(scratch.encode(), scratch, MS_BIND)
+for line in open("/proc/self/mounts"):
+    target = line.split()[1].encode().decode("unicode_escape")
+    if target != scratch:
+        kept = os.statvfs(target).f_flag
+        mount(None, target, MS_REMOUNT | MS_BIND | MS_RDONLY | sum(m for s, m in KEEP.items() if kept & s))
+os.chdir(scratch)  # into the new mount: the old working directory is on the read-only one below it
+os.execv(sys.executable, [sys.executable, "-I", "program.py"])
+"""
+NAMESPACES = ("unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--net", "--pid",
+              "--fork", "--kill-child")
+ISOLATION_LEVELS = (
+    ("namespaces", (*NAMESPACES, sys.executable, "-I", "-c", READ_ONLY_LAUNCHER)),
+    ("network namespace", ("unshare", "--user", "--map-root-user", "--net", sys.executable, "-I", "program.py")),
+)
+
+
 @functools.cache
-def _network_namespace_prefix() -> tuple[str, ...]:
-    """`unshare -rn` where it works here (Linux with unprivileged user namespaces), else nothing."""
+def _isolation() -> tuple[str, tuple[str, ...]]:
+    """The strongest isolation that works here (tried once on a program that does nothing) and its command."""
     if shutil.which("unshare") is None:
-        return ()
-    try:
-        done = subprocess.run(["unshare", "-rn", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return ("unshare", "-rn") if done.returncode == 0 else ()
+        return "none", (sys.executable, "-I", "program.py")
+    with tempfile.TemporaryDirectory(prefix="bench-sandbox-probe-") as scratch:
+        (Path(scratch) / "program.py").write_text("")
+        for level, command in ISOLATION_LEVELS:
+            try:
+                done = subprocess.run(command, cwd=scratch, capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if done.returncode == 0:
+                return level, command
+    return "none", (sys.executable, "-I", "program.py")
+
+
+def isolation() -> str:
+    """namespaces | network namespace | none: what the sandbox can do on this machine (see the module's docstring)."""
+    return _isolation()[0]
 
 
 def _limits(cpu_s: int, memory_mib: int) -> None:
@@ -103,7 +149,7 @@ def run_untrusted(source: str, timeout_s: float = 10.0, memory_mib: int = 1024) 
     scratch = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
     try:
         (scratch / "program.py").write_text(NETWORK_GUARD + source)
-        command = [*_network_namespace_prefix(), sys.executable, "-I", "program.py"]
+        command = list(_isolation()[1])
         # stderr goes to a file in the scratch directory: bounded by the file-size limit, never a full pipe.
         with open(scratch / "stderr", "wb") as stderr_file:
             process = subprocess.Popen(

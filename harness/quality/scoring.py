@@ -34,18 +34,34 @@ def multiple_choice(prepared: Prepared, backend, seed: int) -> list[Score]:
                 for context, example in zip(prepared.contexts, prepared.examples, strict=True)
                 for template in task.choices]
     scored = [logprob for logprob, _ in backend.loglikelihood(requests)]
-    acc, acc_norm, picks = [], [], []
-    for index, example in enumerate(prepared.examples):
+    picks, picks_norm = [], []
+    for index in range(len(prepared.examples)):
         lls = scored[index * k:(index + 1) * k]
         lengths = [len(continuation.encode()) for _, continuation in requests[index * k:(index + 1) * k]]
-        pick = max(range(k), key=lambda j, lls=lls: lls[j])  # first on ties
-        pick_norm = max(range(k), key=lambda j, lls=lls, lengths=lengths: lls[j] / lengths[j])
-        picks.append(pick)
-        acc.append(float(pick == example[task.answer_field]))
-        acc_norm.append(float(pick_norm == example[task.answer_field]))
-    choice_counts = {str(j): picks.count(j) for j in range(k)}
-    return [_mean_score("accuracy", acc, seed, choice_counts=choice_counts, picks=picks),
-            _mean_score("acc_norm", acc_norm, seed)]
+        picks.append(max(range(k), key=lambda j, lls=lls: lls[j]))  # first on ties
+        picks_norm.append(max(range(k), key=lambda j, lls=lls, lengths=lengths: lls[j] / lengths[j]))
+    golds = [example[task.answer_field] for example in prepared.examples]
+    return [choice_score("accuracy", picks, golds, k, seed), choice_score("acc_norm", picks_norm, golds, k, seed)]
+
+
+# A run is degenerate when one choice takes more than this share of the picks.
+DEGENERATE_SHARE = 0.8
+
+
+def choice_score(metric: str, picks: list[int], golds: list[int], k: int, seed: int) -> Score:
+    """The share of right picks, with what says whether it means anything: how often each choice was picked, the
+    accuracy of always picking the most frequent gold answer (by index) and the `degenerate` flag: one choice takes
+    more than DEGENERATE_SHARE of the picks, or the score is not above that baseline by more than its bootstrap
+    standard error (within it, or below it: a score under a constant answer's says no more about the model)."""
+    score = _mean_score(metric, [float(pick == gold) for pick, gold in zip(picks, golds, strict=True)], seed,
+                        picks=picks)
+    counts = [picks.count(j) for j in range(k)]
+    baseline = max(golds.count(j) for j in range(k)) / len(golds)
+    top_share = max(counts) / len(picks)
+    score.extra.update(choice_counts={str(j): count for j, count in enumerate(counts)}, top_choice_share=top_share,
+                       majority_baseline=baseline,
+                       degenerate=top_share > DEGENERATE_SHARE or score.value - baseline <= score.stderr)
+    return score
 
 
 def extract(text: str, pattern: str | None) -> str:

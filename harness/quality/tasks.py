@@ -81,12 +81,40 @@ def load_task(name_or_path: str) -> TaskSpec:
     return _parse(YamlDoc(path))
 
 
+# The type each field must have: text, a list of texts, a mapping, or an integer with its least value.
+KINDS = {"name": "text", "description": "text", "header": "text", "prompt": "text", "answer_field": "text",
+         "text_field": "text", "extract": "text", "choices": "texts", "stop": "texts", "version": 1,
+         "max_new_tokens": 1, "limit": 1, "source": "mapping", "fewshot": "mapping", "count": 0, "seed": 0,
+         "group_by": "text", "separator": "text", "target": "text", "jsonl": "text", "generator": "text",
+         "options": "mapping"}
+WHEEL_KINDS = {"package": "text", "version": "text", "member": "text", "sha256": "text"}
+KIND_TEXT = {"text": "a string", "texts": "a list of strings", "mapping": "a mapping"}
+
+
+def _check_kinds(doc: YamlDoc, path: tuple, mapping: dict, kinds: dict = KINDS) -> None:
+    for key, value in mapping.items():
+        kind = kinds.get(key)
+        if kind is None or (key in ("extract", "group_by") and value is None):
+            continue
+        if isinstance(kind, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= kind
+        else:
+            ok = {"text": isinstance(value, str), "mapping": isinstance(value, dict),
+                  "texts": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
+        if not ok:
+            wanted = KIND_TEXT.get(kind) or f"an integer >= {kind}"
+            raise doc.error((*path, key), f"must be {wanted}, got {value!r}")
+
+
 def _parse(doc: YamlDoc) -> TaskSpec:
     data = doc.data
     allowed = {f for f in TaskSpec.__dataclass_fields__ if f != "file"}
     doc.check_keys((), data, allowed, {"name", "version", "source", "format", "scoring"})
-    if not isinstance(data["version"], int) or data["version"] < 1:
-        raise doc.error(("version",), "must be a positive integer")
+    _check_kinds(doc, (), data)
+    for key in ("source", "fewshot"):
+        _check_kinds(doc, (key,), data.get(key, {}))
+    if isinstance(data["source"].get("wheel"), dict):
+        _check_kinds(doc, ("source", "wheel"), data["source"]["wheel"], WHEEL_KINDS)
     for key, allowed_values in (("format", FORMATS), ("scoring", SCORINGS)):
         if data[key] not in allowed_values:
             raise doc.error((key,), f"must be one of {', '.join(allowed_values)}, got {data[key]!r}")
@@ -109,9 +137,6 @@ def _parse(doc: YamlDoc) -> TaskSpec:
             raise doc.error(("extract",), f"invalid regex: {exc}") from None
     if data["scoring"] == "multiple_choice" and not data.get("choices"):
         raise doc.error(("scoring",), "multiple_choice needs `choices`")
-    limit = data.get("limit", 100)
-    if not isinstance(limit, int) or limit < 1:
-        raise doc.error(("limit",), "must be a positive integer")
     values = {**data, "choices": tuple(data.get("choices", ())), "stop": tuple(data.get("stop", ())),
               "fewshot": FewShot(**fewshot), "description": data.get("description", ""), "file": str(doc.file)}
     return TaskSpec(**values)

@@ -9,6 +9,10 @@ import datetime
 import hashlib
 import json
 
+from harness.errors import ConfigError
+
+# Bump when the row layout changes, and teach upgrade() to turn rows of the older version into the new layout
+# (tests/fixtures/rows_v*.jsonl keep a real sample of every version, and the tests read each).
 SCHEMA_VERSION = 1
 
 # The context fields that decide whether two figures are comparable (METRICS.md, "Rules for every measured figure").
@@ -56,3 +60,13 @@ def failed_row(context: dict, error: str) -> dict:
     """The row a cell leaves when it could not finish: no figure, the reason in `error`."""
     return make_row(context, metric=None, unit=None, formula=None, value=None, params={}, status="failed",
                     error=error)
+
+
+def upgrade(row: dict, where: str) -> dict:
+    """`row` in the current layout, whatever earlier version wrote it; a row of a version this bench does not know
+    (a newer bench's) is refused rather than misread. Version 1 is the current layout: nothing to convert yet."""
+    version = row.get("schema_version")
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise ConfigError(f"{where}: row schema version {version!r} is not one this bench reads (1 to "
+                          f"{SCHEMA_VERSION})", hint="a newer bench wrote it: upgrade bench to read it")
+    return row

@@ -1,10 +1,20 @@
 """Where rows go: rows.jsonl, appended and flushed to disk as each figure is measured; files replaced atomically."""
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+
+from harness.errors import ConfigError
+
+# What every result row has (schema.make_row); a JSON object without them is not a row.
+ROW_KEYS = ("schema_version", "cell_id", "status")
 
 
 class RowWriter:
@@ -13,23 +23,88 @@ class RowWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._file = self.path.open("a", encoding="utf-8")
+        self.written = 0  # rows written by this writer
 
     def write(self, row: dict) -> None:
         self._file.write(json.dumps(row, default=str) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        self.written += 1
 
     def close(self) -> None:
         self._file.close()
 
 
-def read_rows(path: Path) -> list[dict]:
+def _warn(problem: str) -> None:
+    print(f"bench: warning: {problem}", file=sys.stderr)
+
+
+def read_jsonl(path: Path, on_bad_line: Callable[[str], None] = _warn) -> list[dict]:
+    """Every line of `path` that is a JSON object. A line that is not (a row cut short by a kill, a corrupt byte)
+    is reported as FILE:LINE with the reason, and skipped: the rest still loads."""
+    records = []
+    with Path(path).open(encoding="utf-8", errors="replace") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                on_bad_line(f"{path}:{number}: not a complete JSON line ({exc.msg}, column {exc.colno}); skipped")
+                continue
+            if not isinstance(record, dict):
+                on_bad_line(f"{path}:{number}: a {type(record).__name__}, not a JSON object; skipped")
+                continue
+            records.append(record)
+    return records
+
+
+def read_rows(path: Path, on_bad_line: Callable[[str], None] = _warn) -> list[dict]:
+    """The result rows of a rows.jsonl; a line that is not a row is reported with its line number and skipped."""
     rows = []
-    with Path(path).open(encoding="utf-8") as file:
-        for line in file:
-            if line.strip():
-                rows.append(json.loads(line))
+    for number, record in enumerate(read_jsonl(path, on_bad_line), 1):
+        missing = [key for key in ROW_KEYS if key not in record]
+        if missing:
+            on_bad_line(f"{path}: record {number} is not a result row (no {', '.join(missing)}); skipped")
+            continue
+        rows.append(record)
     return rows
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(record, default=str) + "\n" for record in records))
+
+
+@contextlib.contextmanager
+def locked_run_dir(run_dir: Path):
+    """Holds an exclusive lock on the run folder while a run writes it; a second `bench run` on the same folder is
+    refused at once. The kernel drops the lock when the process ends, however it ends (kill -9 included). A run
+    refused before it wrote anything leaves no folder behind when it made the folder itself."""
+    made = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _held(run_dir):
+            yield
+    except BaseException:
+        if made and os.listdir(run_dir) == [".lock"]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _held(run_dir: Path):
+    with open(run_dir / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise ConfigError(f"run folder {run_dir} is in use by another bench run (pid {holder})",
+                              hint="wait for it to finish, or give this run another --out") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def write_atomic(path: Path, text: str) -> None:

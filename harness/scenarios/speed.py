@@ -86,8 +86,9 @@ def _record_limits(backend: Backend, recorder: Recorder, runs: list[dict], param
     """mbu for decode, mfu for prefill (each against the datasheet and the calibrated peak), and cost."""
     shape, limits, batch = backend.model_shape(), recorder.limits, params["batch_size"]
     kv_read = roofline.mean_kv_bytes_read_per_step(kv_bytes or 0, params["prompt_tokens"], params["output_tokens"])
+    # No shape, no roofline: an engine whose weights live in its worker processes (vLLM) does not report one.
     for suffix, gbps, tflops in (("", limits.datasheet_gbps, limits.datasheet_tflops),
-                                 ("_calibrated", limits.calibrated_gbps, limits.calibrated_tflops)):
+                                 ("_calibrated", limits.calibrated_gbps, limits.calibrated_tflops)) if shape else ():
         if gbps and kv_bytes is not None:
             decode = [run["decode_tok_s"] for run in runs if run["decode_tok_s"]]
             recorder.figure(f"mbu{suffix}", [roofline.mbu(shape, batch, kv_read, v, gbps) for v in decode],

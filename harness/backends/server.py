@@ -1,0 +1,147 @@
+"""Starts an OpenAI-compatible server (vLLM or `transformers serve`) on 127.0.0.1 for one model, and stops it."""
+
+import dataclasses
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.backends.openai import http_get
+from harness.errors import BenchError, ConfigError, UnavailableError
+
+SERVER_KINDS = ("transformers", "vllm")
+# Backends that talk to a server rather than load weights themselves.
+SERVED_BACKENDS = ("openai",)
+# Both servers name dtypes as torch does.
+TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_command(kind: str, model_path: str, port: int, python: str, device: str, dtype: str,
+                   args: tuple[str, ...] = ()) -> list[str]:
+    if kind == "transformers":
+        command = [python, "-m", "transformers.cli.transformers", "serve", "--host", "127.0.0.1", "--port",
+                   str(port), "--dtype", TORCH_DTYPE_NAMES[dtype], model_path]
+        if device != "auto":
+            command[-1:-1] = ["--device", device]
+    elif kind == "vllm":
+        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", "127.0.0.1",
+                   "--port", str(port), "--dtype", TORCH_DTYPE_NAMES[dtype]]
+    else:
+        raise ConfigError(f"unknown server kind {kind!r}; known: {', '.join(SERVER_KINDS)}")
+    return [*command, *args]
+
+
+class LocalServer:
+    """One server process in its own process group, its output in `log_path`; a context manager that stops it.
+
+    `python` is the interpreter that runs it: vLLM usually lives in a virtual environment of its own."""
+
+    def __init__(self, kind: str, model_path: str, log_path: Path, device: str = "auto", dtype: str = "auto",
+                 python: str | None = None, args: tuple[str, ...] = (), start_timeout_s: float = 600.0):
+        self.kind, self.log_path, self.start_timeout_s = kind, Path(log_path), start_timeout_s
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.command = server_command(kind, model_path, self.port, python or sys.executable, device, dtype, args)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        with open(self.log_path, "ab") as log:
+            try:
+                self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            except OSError as exc:
+                raise UnavailableError(f"cannot start the {self.kind} server: {exc}") from None
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise UnavailableError(f"the {self.kind} server exited with code {self.process.returncode} while "
+                                       f"starting: {self._log_tail()}", hint=f"its log: {self.log_path}")
+            if http_get(self.base_url, "/health", timeout_s=2)[0] == 200:
+                return self.base_url
+            time.sleep(0.5)
+        self.stop()
+        raise UnavailableError(f"the {self.kind} server was not ready within {self.start_timeout_s:g} s",
+                               hint=f"its log: {self.log_path}")
+
+    def _log_tail(self) -> str:
+        lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "(no output)"
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> "LocalServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ServerPool:
+    """The server of a suite's `openai` cells: the running one its `server:` section names, or one it starts per
+    model on 127.0.0.1. Cells come model by model, so a model's server starts before its first cell and stops
+    before the next model's first cell, or at close()."""
+
+    def __init__(self, spec: dict, logs: Path):
+        self.spec, self.logs = spec, Path(logs)
+        self.running: LocalServer | None = None
+        self.model_path: str | None = None
+        self.failure: str | None = None
+
+    def attach(self, cell):
+        """The cell with its server, and why it cannot run: its own reason, or a server that would not start."""
+        if cell.unavailable or cell.backend not in SERVED_BACKENDS:
+            return cell, cell.unavailable
+        try:
+            return dataclasses.replace(cell, server=self._server(cell)), None
+        except BenchError as exc:
+            return cell, exc.message
+
+    def _server(self, cell) -> dict:
+        spec = self.spec
+        if not spec:
+            raise ConfigError("the openai backend needs a server: a suite `server:` section (base_url, or launch)")
+        if "base_url" in spec:
+            return {key: spec[key] for key in ("base_url", "model_name", "api_key") if key in spec}
+        if self.model_path != cell.model_path:
+            self.close()
+            self.model_path = cell.model_path
+            name = re.sub(r"[^\w.-]", "_", cell.model)
+            log = self.logs / f"server-{name}.log"
+            self.running = LocalServer(spec["launch"], cell.model_path, log, cell.device, cell.dtype,
+                                       spec.get("python"), tuple(spec.get("args", ())),
+                                       spec.get("start_timeout_s", 600.0))
+            try:
+                self.running.start()
+            except BenchError as exc:
+                self.failure = exc.message
+        if self.failure:
+            raise UnavailableError(self.failure)
+        # Both servers know the model by the path they were started with.
+        return {"base_url": self.running.base_url, "model_name": cell.model_path, "kind": spec["launch"],
+                "device": cell.device, "device_name": cell.machine.probe.device_name}
+
+    def close(self) -> None:
+        if self.running:
+            self.running.stop()
+        self.running, self.model_path, self.failure = None, None, None

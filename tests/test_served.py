@@ -1,0 +1,273 @@
+"""The `openai` backend and the `served` scenario against real servers on 127.0.0.1: `transformers serve` with
+SmolLM2 (started by the fixture), and a tiny HTTP server of this file that misbehaves on purpose."""
+
+import asyncio
+import json
+import random
+import statistics
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from harness.backends.openai import OpenAIBackend, http_get, token_times
+from harness.backends.server import LocalServer
+from harness.cli import main
+from harness.config import SCENARIO_DEFAULTS
+from harness.measure.recorder import Recorder
+from harness.measure.stats import RepetitionPolicy
+from harness.results.store import read_rows
+from harness.scenarios.served import _window, arrival_offsets, meets_slo, run_served, window_figures
+
+pytestmark = pytest.mark.slow
+OUTPUT_TOKENS = 4
+
+
+@pytest.fixture(scope="module")
+def server(smollm2, tmp_path_factory):
+    with LocalServer("transformers", str(smollm2.path), tmp_path_factory.mktemp("server") / "server.log",
+                     device="cpu", dtype="fp32", start_timeout_s=300) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def backend(server, smollm2):
+    loaded = OpenAIBackend()
+    loaded.load(smollm2.path, options={"server": {"base_url": server.base_url, "model_name": str(smollm2.path),
+                                                  "kind": "transformers"}})
+    return loaded
+
+
+def served_params(**changes) -> dict:
+    return {**SCENARIO_DEFAULTS["served"], "prompt_tokens": 16, "output_tokens": OUTPUT_TOKENS, "requests": 3,
+            "timeout_s": 120.0, **changes}
+
+
+def run_rows(backend, **changes) -> list[dict]:
+    rows = []
+    run_served(backend, served_params(**changes), Recorder({"run_id": "t"}, RepetitionPolicy(warmup=1), rows.append))
+    return rows
+
+
+def by_load(rows: list[dict]) -> dict:
+    grouped = {}
+    for row in rows:
+        if "load" in row["params"] and not row["params"].get("search"):
+            grouped.setdefault(row["params"]["load"], {})[row["metric"]] = row
+    return grouped
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_both_endpoints_stream_a_fixed_number_of_tokens(backend, endpoint):
+    stream = asyncio.run(backend.stream(endpoint, "The capital of France is", OUTPUT_TOKENS, 120))
+    assert stream.error is None
+    times = token_times(stream, backend.count_tokens)
+    # transformers serve is told min_new_tokens = max_new_tokens, so EOS cannot end a request early; our count
+    # re-tokenizes the text, where two tokens the model generated apart ("\n", "\n") can make one.
+    assert stream.server_tokens == OUTPUT_TOKENS == len(stream.chunk_texts)
+    assert [len(times)] == backend.count_tokens(["".join(stream.chunk_texts)]) and 1 <= len(times) <= OUTPUT_TOKENS
+    assert stream.t_send < times[0] and times == sorted(times) and times[-1] <= stream.t_end
+
+
+def test_fixed_concurrency_sweep_rows_follow_the_metric_dictionary(backend):
+    loads = by_load(run_rows(backend, concurrency=[1, 2]))
+    assert set(loads) == {"concurrency=1", "concurrency=2"}
+    for figures in loads.values():
+        assert figures["failed_requests"]["value"] == 0
+        for name in ("ttft_ms", "tpot_ms", "e2e_latency_ms"):
+            assert figures[name]["stats"]["n"] == 3 and figures[name]["formula"] == f"{name.split('_')[0]}.v1"
+        for ttft, e2e in zip(figures["ttft_ms"]["samples"], figures["e2e_latency_ms"]["samples"], strict=True):
+            assert 0 < ttft < e2e
+        output = figures["output_tok_s"]["stats"]
+        assert output["server_tokens"] == 3 * OUTPUT_TOKENS and 3 <= output["tokens"] <= 3 * OUTPUT_TOKENS
+        assert figures["output_tok_s"]["value"] == pytest.approx(output["tokens"] / output["seconds"])
+        assert figures["request_s"]["value"] == pytest.approx(3 / output["seconds"])
+        # Gaps pooled over requests: n - 1 per request. One generated token per event, so at least one chunk per
+        # counted token.
+        assert figures["itl_ms"]["stats"]["n"] == output["tokens"] - 3
+        assert figures["itl_ms"]["stats"]["chunks_per_token"] >= 1
+
+
+def test_concurrency_bounds_requests_in_flight(backend):
+    prompts = ["Hello there", "Once upon a time", "The weather today"]
+    params = served_params()
+
+    def in_flight(concurrency):
+        streams, _ = asyncio.run(_window(backend, params, prompts, concurrency, [0.0] * 3))
+        assert all(s.error is None for s in streams)
+        return max(sum(s.t_send <= t < s.t_end for s in streams) for t in (s.t_send for s in streams))
+
+    assert in_flight(1) == 1
+    assert in_flight(3) == 3
+
+
+def test_poisson_rate_sends_on_schedule(backend):
+    rows = run_rows(backend, rates=[4.0], concurrency=[1])
+    figures = by_load(rows)["rate=4"]
+    assert figures["failed_requests"]["value"] == 0 and figures["ttft_ms"]["stats"]["n"] == 3
+    assert figures["request_s"]["params"]["rate_req_s"] == 4.0
+    offsets = arrival_offsets(3, 4.0, 1.0, random.Random(1234))
+    params = served_params()
+    streams, _ = asyncio.run(_window(backend, params, ["a", "b", "c"], None, offsets))
+    sent = [s.t_send - streams[0].t_send for s in streams]
+    assert sent == pytest.approx(offsets, abs=0.05)
+
+
+def test_arrivals_are_seeded_gamma_with_burstiness():
+    random.seed(99)  # scrambling the global RNG changes nothing: the schedule has its own
+    first = arrival_offsets(2000, 5.0, 1.0, random.Random(7))
+    random.seed(100)
+    assert arrival_offsets(2000, 5.0, 1.0, random.Random(7)) == first
+    gaps = [b - a for a, b in zip(first, first[1:], strict=False)]
+    assert statistics.mean(gaps) == pytest.approx(0.2, rel=0.1)
+    assert statistics.stdev(gaps) / statistics.mean(gaps) == pytest.approx(1.0, rel=0.1)  # Poisson: CV 1
+    bursty = arrival_offsets(2000, 5.0, 0.25, random.Random(7))
+    bursty_gaps = [b - a for a, b in zip(bursty, bursty[1:], strict=False)]
+    assert statistics.mean(bursty_gaps) == pytest.approx(0.2, rel=0.15)
+    assert statistics.stdev(bursty_gaps) / statistics.mean(bursty_gaps) == pytest.approx(2.0, rel=0.15)
+
+
+def test_slo_search_finds_a_rate_and_goodput(backend):
+    # Limits no request on this machine can miss, so the search must end at the ceiling with goodput = request_s.
+    rows = run_rows(backend, rates=[2.0], slo={"ttft_ms": 1e7, "e2e_latency_ms": 1e7, "percentile": 90},
+                    search_rates=[0.5, 8.0], search_steps=1)
+    best = next(r for r in rows if r["metric"] == "slo_max_rate_req_s")
+    assert best["value"] == 8.0 and best["stats"]["at_ceiling"]
+    figures = by_load(rows)["rate=2"]
+    assert figures["goodput_req_s"]["value"] == figures["request_s"]["value"]
+    # Limits every request misses: no rate meets them, said with the reason, and goodput is 0.
+    rows = run_rows(backend, rates=[2.0], slo={"ttft_ms": 0.001}, search_rates=[0.5, 8.0], search_steps=1)
+    best = next(r for r in rows if r["metric"] == "slo_max_rate_req_s")
+    assert best["value"] is None and "misses" in best["stats"]["reason"]
+    assert by_load(rows)["rate=2"]["goodput_req_s"]["value"] == 0
+
+
+class Misbehaving(BaseHTTPRequestHandler):
+    """Answers by the prompt: ok, several tokens in one event, cut (no finish_reason, no [DONE]), HTTP 500, a
+    stall past the client's timeout, an error event."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def event(self, text: str, finish: str | None = None) -> None:
+        payload = json.dumps({"choices": [{"index": 0, "text": text, "finish_reason": finish}]})
+        self.chunk(f"data: {payload}\n\n")
+
+    def chunk(self, data: str) -> None:
+        raw = data.encode()
+        self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+        self.wfile.flush()
+
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
+        if prompt == "fail":
+            body = b'{"error": "out of KV cache"}'
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if prompt == "ok":
+            for word in (" one", " two", " three"):
+                self.event(word)
+                time.sleep(0.02)
+            self.event("", "length")
+            self.chunk("data: [DONE]\n\n")
+        elif prompt == "multi":
+            self.event(" one two three four", "length")
+            self.chunk("data: [DONE]\n\n")
+        elif prompt == "cut":
+            self.event(" one")
+        elif prompt == "stall":
+            self.event(" one")
+            time.sleep(2)
+        elif prompt == "error":
+            self.chunk('data: {"error": {"message": "engine died"}}\n\n')
+        self.chunk("")  # the last chunk: the body ends (the connection may stay)
+        self.close_connection = True
+
+
+@pytest.fixture(scope="module")
+def broken_backend(smollm2):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    loaded = OpenAIBackend()
+    loaded.load(smollm2.path, options={"server": {"base_url": f"http://127.0.0.1:{httpd.server_port}"}})
+    yield loaded
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_broken_streams_become_per_request_errors(broken_backend):
+    prompts = ["ok", "multi", "cut", "fail", "stall", "error"]
+    params = served_params(timeout_s=0.5)
+    streams, seconds = asyncio.run(_window(broken_backend, params, prompts, None, [0.0] * len(prompts)))
+    errors = {prompt: stream.error for prompt, stream in zip(prompts, streams, strict=True)}
+    assert errors["ok"] is None and errors["multi"] is None
+    assert "without [DONE]" in errors["cut"]
+    assert errors["fail"].startswith("HTTP 500") and "out of KV cache" in errors["fail"]
+    assert errors["stall"].startswith("timeout")
+    assert "engine died" in errors["error"]
+    window = window_figures(streams, seconds, broken_backend.count_tokens, {})
+    assert window["completed"] == 2 and sum(window["errors"].values()) == 4
+    # "multi": four tokens in one chunk, stamped alike, so three zero gaps; "ok": three chunks of a token each.
+    multi = token_times(streams[1], broken_backend.count_tokens)
+    assert len(multi) == 4 and len(set(multi)) == 1
+    assert window["tokens"] == 3 + 4 and window["chunks"] == 3 + 1
+    assert window["itl_ms"].count(0.0) == 3
+    assert not meets_slo(window, {"ttft_ms": 1e9})
+
+
+def test_serve_bench_writes_rows_and_summary(server, smollm2, tmp_path):
+    out = tmp_path / "run"
+    code = main(["serve-bench", "--base-url", server.base_url, "--model", str(smollm2.path), "--tokenizer",
+                 str(smollm2.path), "--requests", "2", "--output-tokens", "3", "--prompt-tokens", "8",
+                 "--concurrency", "2", "--endpoint", "chat", "--out", str(out), "--no-progress"])
+    assert code == 0
+    rows = [r for r in read_rows(out / "rows.jsonl") if "load" in r["params"]]
+    metrics = {r["metric"] for r in rows}
+    assert {"ttft_ms", "tpot_ms", "itl_ms", "e2e_latency_ms", "output_tok_s", "request_s"} <= metrics
+    assert all(r["backend"] == "openai" and r["params"]["endpoint"] == "chat" for r in rows)
+    summary = (out / "summary.csv").read_text()
+    assert "output_tok_s" in summary.splitlines()[0] and "concurrency=2" in summary
+
+
+def test_serve_bench_bad_input_is_one_line(capsys, tmp_path):
+    assert main(["serve-bench", "--base-url", "http://127.0.0.1:9", "--model", "m", "--rate", "-1",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "rates" in err[0] and "positive" in err[0] and "Traceback" not in "".join(err)
+
+
+def test_bench_run_starts_and_stops_its_own_server(smollm2, tmp_path):
+    suite = tmp_path / "served.yaml"
+    suite.write_text(f"""name: served-local
+models: ["{smollm2.path}"]
+backends: [openai]
+device: cpu
+dtype: fp32
+measure: {{warmup: 0}}
+server: {{launch: transformers, start_timeout_s: 300}}
+scenarios:
+  - {{name: served, requests: 2, prompt_tokens: 8, output_tokens: 3, concurrency: [2]}}
+""")
+    out = tmp_path / "run"
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    rows = read_rows(out / "rows.jsonl")
+    ttft = next(r for r in rows if r["metric"] == "ttft_ms")
+    assert ttft["stats"]["n"] == 2 and ttft["device"] == "cpu"
+    assert ttft["backend_info"]["server_kind"] == "transformers"
+    assert http_get(ttft["backend_info"]["base_url"], "/health", timeout_s=2)[0] == 0  # stopped with the suite
