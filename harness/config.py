@@ -40,8 +40,9 @@ ENGINE_OPTIONS = {
     "cache_implementation": ("dynamic", "static"), "quantize": ("int8", "int4"), "compile": (True, False),
     # vLLM: GPUs per pipeline stage and stages; ray: vLLM's Ray backend, for more than one node.
     "tensor_parallel_size": (1, 2, 4, 8), "pipeline_parallel_size": (1, 2, 4, 8), "ray": (True, False),
-    # vLLM without torch.compile and CUDA graphs: the engine starts in seconds rather than minutes.
-    "enforce_eager": (True, False),
+    # vLLM without torch.compile and CUDA graphs: the engine starts in seconds rather than minutes; the longest
+    # sequence it plans its KV cache for (default: the model's context window).
+    "enforce_eager": (True, False), "max_model_len": None,
     # transformers across devices (accelerate): a placement, and each device's limit ({0: 20GiB, cpu: 64GiB}).
     "device_map": ("auto", "balanced", "balanced_low_0", "sequential"), "max_memory": None,
 }
@@ -172,6 +173,9 @@ def _check_engine(doc: YamlDoc, path: tuple, engine) -> None:
     for key, allowed in ENGINE_OPTIONS.items():
         if allowed and key in engine and engine[key] not in allowed:
             raise doc.error((*path, key), f"must be one of {', '.join(map(str, allowed))}, got {engine[key]!r}")
+    length = engine.get("max_model_len")
+    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 1):
+        raise doc.error((*path, "max_model_len"), f"must be a positive integer (tokens), got {length!r}")
     if "max_memory" in engine:
         limits = engine["max_memory"]
         if "device_map" not in engine:

@@ -54,9 +54,11 @@ HOSTILE_MODEL = "=1+1<img src=x onerror=\"document.title='pwned'\">"
 
 @pytest.fixture(scope="session")
 def result_runs(tmp_path_factory, tiny_dense):
-    """Real `bench run`s of tests/fixtures/suite_results.yaml on tiny-dense, side by side so that they share the
-    machine's load: `base` and `same` (the same suite), and `slowed` (the other dtype: fp32 where `auto` picks bf16,
-    else bf16), which also runs a copy of tiny-dense named HOSTILE_MODEL."""
+    """Real `bench run`s of tests/fixtures/suite_results.yaml on tiny-dense, one after another: `base` and `same`
+    (the same suite), and `slowed`: the other dtype (fp32 where `auto` picks bf16, else bf16), run while a busy
+    loop holds every core (a deliberately slowed machine: on a model this small the dtype alone may go either way),
+    and also on a copy of tiny-dense named HOSTILE_MODEL."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -70,10 +72,15 @@ def result_runs(tmp_path_factory, tiny_dense):
     command = [sys.executable, "-m", "harness", "run", "--suite", suite, "--no-progress", "--out"]
     extra = {"base": [], "same": [], "slowed": ["--dtype", slow_dtype, "--model", "tiny-dense", "--model",
                                                  HOSTILE_MODEL]}
-    runs = {name: subprocess.Popen([*command, str(root / name), *args], cwd=root, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-            for name, args in extra.items()}
-    for name, process in runs.items():
-        output = process.communicate(timeout=1200)[0]
-        assert process.returncode == 0, f"bench run ({name}) failed:\n{output}"
-    return {name: root / name for name in runs}
+    for name, args in extra.items():
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 1)] if name == "slowed" else []
+        try:
+            done = subprocess.run([*command, str(root / name), *args], cwd=root, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, timeout=1200)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+        assert done.returncode == 0, f"bench run ({name}) failed:\n{done.stdout}"
+    return {name: root / name for name in extra}

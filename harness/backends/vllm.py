@@ -39,7 +39,7 @@ class VllmBackend:
             # Off while timing: the same synthetic prompts come back every repetition, and a cache hit would skip
             # the prefill that TTFT and prefill_tok_s are meant to measure.
             enable_prefix_caching=False,
-            enforce_eager=options.get("enforce_eager", False),
+            enforce_eager=options.get("enforce_eager", False), max_model_len=options.get("max_model_len"),
             # More than one node: vLLM's Ray backend (a Ray cluster started beforehand, README).
             distributed_executor_backend="ray" if options.get("ray") else None,
         )

