@@ -51,7 +51,7 @@ scenarios:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = read_rows(out / "rows.jsonl")
     assert rows and all(r["status"] == "ok" and r["backend"] == "vllm" for r in rows)
-    assert rows[0]["backend_info"]["backend_version"] and rows[0]["backend_info"]["tensor_parallel_size"] == 1
+    assert rows[0]["backend_version"].startswith("0.") and rows[0]["backend_info"]["tensor_parallel_size"] == 1
     timed = {(r["scenario"], r["params"].get("batch_size"), r["metric"]): r for r in rows}
     for scenario, batch in (("latency", 1), ("throughput", 1), ("throughput", 4)):
         ttft, e2e = timed[(scenario, batch, "ttft_ms")], timed[(scenario, batch, "e2e_latency_ms")]
