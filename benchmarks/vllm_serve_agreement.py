@@ -49,14 +49,15 @@ def run_vllm_bench(python: str, base_url: str, model: str, prompts_file: Path, a
                "--skip-chat-template", "--disable-shuffle", "--custom-output-len", str(args.output_tokens),
                "--num-prompts", str(args.requests), "--max-concurrency", str(concurrency), "--request-rate", "inf",
                "--ignore-eos", "--temperature", "0", "--num-warmups", str(args.warmup), "--disable-tqdm",
-               "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-result", "--result-dir", str(out.parent),
-               "--result-filename", out.name]
+               "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-result", "--save-detailed", "--result-dir",
+               str(out.parent), "--result-filename", out.name]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         sys.exit(f"vllm bench serve failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     result = json.loads(out.read_text())
     if result.get("completed") != args.requests:
-        sys.exit(f"vllm bench serve completed {result.get('completed')} of {args.requests} requests")
+        errors = sorted({e for e in result.get("errors", []) if e})
+        sys.exit(f"vllm bench serve completed {result.get('completed')} of {args.requests} requests: {errors[:3]}")
     return {"ttft_ms": result["median_ttft_ms"], "tpot_ms": result["median_tpot_ms"],
             "output_tok_s": result["output_throughput"], "output_tokens": result["total_output_tokens"]}
 
@@ -81,7 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
-    parser.add_argument("--dtype", default="bfloat16", help="the server's dtype [bfloat16]")
+    parser.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"], help="the server's dtype [bf16]")
     parser.add_argument("--concurrency", type=int, action="append", help="repeat to sweep [1, 4]")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--prompt-tokens", type=int, default=128)
@@ -93,8 +94,8 @@ def main() -> int:
     concurrencies = args.concurrency or [1, 4]
     model = str(zoo.resolve(args.model, progress=False).path)
     work = Path(tempfile.mkdtemp(prefix="vllm-agreement-"))
-    server = LocalServer("vllm", model, work / "server.log", python=args.vllm_python,
-                         args=("--dtype", args.dtype, "--max-model-len", "2048", "--enforce-eager"))
+    server = LocalServer("vllm", model, work / "server.log", dtype=args.dtype, python=args.vllm_python,
+                         args=("--max-model-len", "2048", "--enforce-eager"))
     with server:
         backend = OpenAIBackend()
         backend.load(Path(model), options={"server": {"base_url": server.base_url, "model_name": model}})

