@@ -5,7 +5,8 @@ benchmarks/lm_eval_task/data.jsonl, next to an lm-eval task YAML that reads that
 multiple_choice`, choices A-D with `target_delimiter: " "`, so the continuations are " A" .. " D", 0-shot). lm-eval
 runs in its own virtual environment (it pins other packages than bench), in a subprocess, through a small driver
 that builds HFLM first and then times `simple_evaluate(..., log_samples=True)`. bench runs in process:
-TransformersBackend loaded once, then `scoring.score` timed. Both sides run SmolLM2-135M in fp32 on the CPU.
+TransformersBackend loaded once, then `scoring.score` timed. Both sides run SmolLM2-135M on the CPU in the same
+dtype (--dtype, fp32 by default).
 
 Runs are interleaved (per round: lm-eval at each batch size, each followed by bench) because this machine's speed
 drifts; medians are reported. Checks, per question, that lm-eval's logged (context, continuation) requests equal
@@ -40,9 +41,9 @@ from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
-model_path, task_dir, task, batch_size, out_path = sys.argv[1:6]
+model_path, task_dir, task, batch_size, out_path, dtype = sys.argv[1:7]
 start = time.perf_counter()
-lm = HFLM(pretrained=model_path, dtype="float32", device="cpu", batch_size=int(batch_size))
+lm = HFLM(pretrained=model_path, dtype=dtype, device="cpu", batch_size=int(batch_size))
 load_s = time.perf_counter() - start
 manager = TaskManager(include_path=task_dir)
 
@@ -105,13 +106,21 @@ def write_lm_eval_task(prepared) -> None:
     (TASK_DIR / "driver.py").write_text(DRIVER)
 
 
-def run_lm_eval(python: str, model_path: Path, batch_size: int) -> dict:
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def lm_eval_env() -> dict:
+    """lm-eval's subprocess environment: offline, nothing of this venv's."""
+    return {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+
+
+def run_lm_eval(python: str, model_path: Path, batch_size: int, dtype: str) -> dict:
     out = TASK_DIR / f"result_bs{batch_size}.json"
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     start = time.perf_counter()
     done = subprocess.run([python, str(TASK_DIR / "driver.py"), str(model_path), str(TASK_DIR), TASK_NAME,
-                           str(batch_size), str(out)], capture_output=True, text=True, env=env)
+                           str(batch_size), str(out), TORCH_DTYPES[dtype]], capture_output=True, text=True,
+                          env=lm_eval_env())
     wall_s = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"lm-eval failed (batch size {batch_size}):\n{done.stderr[-3000:]}")
@@ -176,6 +185,8 @@ def main() -> None:
                         help="lm-eval batch sizes, comma-separated; the first is the main comparison (lm-eval's "
                              "default is 1)")
     parser.add_argument("--lm-eval-python", default="/work/lmeval-venv/bin/python")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(TORCH_DTYPES),
+                        help="both sides' dtype [fp32]; bf16 where the CPU has native bf16 (AMX, AVX512-BF16)")
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -192,7 +203,7 @@ def main() -> None:
 
     backend = TransformersBackend()
     start = time.perf_counter()
-    backend.load(model.path, "cpu", "fp32", {})
+    backend.load(model.path, "cpu", args.dtype, {})
     bench_load_s = time.perf_counter() - start
     recording = Recording(backend)
 
@@ -200,7 +211,7 @@ def main() -> None:
     bench_times: list[float] = []
     for round_ in range(args.rounds):
         for batch_size in batch_sizes:
-            run = run_lm_eval(args.lm_eval_python, model.path, batch_size)
+            run = run_lm_eval(args.lm_eval_python, model.path, batch_size, args.dtype)
             lm_eval_runs[batch_size].append(run)
             start = time.perf_counter()
             accuracy = scoring.score(prepared, recording, seed=1234)[0]
@@ -209,7 +220,7 @@ def main() -> None:
                   f"(wall {run['wall_s']:.2f} s); bench score {bench_times[-1]:.2f} s", file=sys.stderr)
 
     first = lm_eval_runs[batch_sizes[0]][-1]
-    print(f"SmolLM2-135M ({model.path}) fp32 on CPU, {len(prepared.examples)} questions of bench task "
+    print(f"SmolLM2-135M ({model.path}) {args.dtype} on CPU, {len(prepared.examples)} questions of bench task "
           f"{args.task!r} (seed 1234), 0-shot in lm-eval")
     print(f"lm-eval {first['versions']['lm_eval']} (transformers {first['versions']['transformers']}, torch "
           f"{first['versions']['torch']}, {first['torch_threads']} threads); bench: transformers "

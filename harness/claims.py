@@ -318,10 +318,45 @@ def efficiency_steps(claim: Claim, rows: list[dict]) -> Verdict:
 
 
 def interconnect(claim: Claim, rows: list[dict]) -> Verdict:
-    gpus = max((row.get("fingerprint", {}).get("gpu_count") or 0 for row in rows), default=0)
-    if gpus < 2:
-        return Verdict(claim, "skipped", f"needs more than one GPU; this machine has {gpus}")
-    return Verdict(claim, "skipped", "multi-GPU all-reduce measurement is not built yet")
+    """From the all-reduce bus bandwidth measured across the machine's GPUs and decode speed at tensor-parallel
+    sizes 1 and n (vLLM, the `interconnect` suite): supported when size n decodes below `efficiency_below` x n x
+    size 1's speed beyond both intervals, not supported when above, inconclusive when the intervals overlap."""
+    busbw = {row["params"]["size_mib"]: row for row in rows
+             if row.get("status") == "ok" and row["metric"] == "allreduce_busbw_gbps"}
+    if not busbw:
+        gpus = max((row.get("fingerprint", {}).get("gpu_count") or 0 for row in rows), default=0)
+        if gpus < 2:
+            return Verdict(claim, "skipped", f"needs more than one GPU; this machine has {gpus}")
+        return Verdict(claim, "skipped", "no all-reduce figure was measured (resolved_config.yaml says why)")
+    world = next(iter(busbw.values()))["params"]["world_size"]
+    figures = {f"allreduce_busbw_gbps[{size} MiB]": round(row["value"], 1) for size, row in sorted(busbw.items())}
+    profile = next((row.get("profile") for row in rows if row.get("profile")), None)
+    if profile:
+        from harness.profiles import get_profile
+
+        figures["datasheet_interconnect"] = get_profile(profile).interconnect
+    decode = {}
+    for row in rows:
+        size = (row.get("backend_info") or {}).get("tensor_parallel_size")
+        if row.get("status") == "ok" and row["metric"] == "decode_tok_s" and row["scenario"] == "latency" and size:
+            decode.setdefault(row["model"], {})[size] = row
+    pairs = {model: sizes for model, sizes in decode.items() if 1 in sizes and max(sizes) > 1}
+    if not pairs:
+        return Verdict(claim, "skipped", f"all-reduce measured across {world} GPUs, but no decode rows at "
+                                         "tensor-parallel sizes 1 and more: run the `interconnect` suite", figures)
+    model, sizes = next(iter(pairs.items()))
+    n = max(sizes)
+    single, split = estimate(sizes[1]), estimate(sizes[n])
+    efficiency = split.value / (n * single.value)
+    figures.update({f"decode_tok_s[{model} tp1]": round(single.value, 2),
+                    f"decode_tok_s[{model} tp{n}]": round(split.value, 2),
+                    f"scaling_efficiency[tp{n}]": round(efficiency, 3)})
+    share = claim.params["efficiency_below"]
+    target = Estimate(single.value * n * share, single.stderr * n * share)
+    verdict = _compare(target, split)
+    return Verdict(claim, verdict, f"tensor parallel {n} decodes {efficiency:.2f} of {n}x the single-GPU speed "
+                                   f"(the claim: below {share}); all-reduce bus bandwidth "
+                                   f"{busbw[max(busbw)]['value']:.1f} GB/s at {max(busbw)} MiB", figures)
 
 
 RULES = {"moe_speed_memory": moe_speed_memory, "context_forgetting": context_forgetting,

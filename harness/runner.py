@@ -29,6 +29,7 @@ from harness.backends.server import ServerPool
 from harness.config import MeasureSpec, ScenarioSpec, SuiteSpec
 from harness.errors import BenchError, ConfigError, UnknownNameError
 from harness.measure.calibration import Probe, probe
+from harness.measure.interconnect import bus_bandwidth_gbps
 from harness.measure.memory import is_out_of_memory
 from harness.measure.roofline import Limits
 from harness.profiles import Profile, detect, get_profile, match
@@ -225,6 +226,11 @@ def run_cell(cell: Cell, context: dict, emit) -> None:
         bandwidth, tflops = calibration.bandwidth_stats, calibration.matmul_stats
         recorder.figure("calibrated_bandwidth_gbps", [calibration.bandwidth_gbps], params, **bandwidth)
         recorder.figure("calibrated_tflops", [calibration.matmul_tflops], params, **tflops)
+    probe = cell.machine.probe
+    for size_mib, seconds in (probe.allreduce_seconds or {}).items():
+        recorder.figure("allreduce_busbw_gbps",
+                        [bus_bandwidth_gbps(size_mib * 2**20, s, probe.allreduce_world_size) for s in seconds],
+                        {"size_mib": size_mib, "world_size": probe.allreduce_world_size})
     SCENARIOS.get(cell.scenario.name)(backend, cell.scenario.params, recorder)
     shape = backend.model_shape()
     backend_memory = backend.memory()
@@ -409,7 +415,10 @@ def _run(suite: SuiteSpec, run_dir: Path, run_id: str, done: set[str] | None, on
                         "profile_reason": machine.profile_reason, "limits": asdict(machine.limits),
                         "calibration": asdict(machine.probe.calibration) if machine.probe.calibration else None,
                         "calibration_cached": machine.probe.calibration_cached,
-                        "calibration_error": machine.probe.calibration_error},
+                        "calibration_error": machine.probe.calibration_error,
+                        "allreduce_seconds": machine.probe.allreduce_seconds,
+                        "allreduce_world_size": machine.probe.allreduce_world_size,
+                        "allreduce_error": machine.probe.allreduce_error},
             "fingerprint": fingerprint,
         })
     writer, cells_log = RowWriter(run_dir / "rows.jsonl"), RowWriter(run_dir / "cells.jsonl")
@@ -457,6 +466,12 @@ def describe(machine: Machine) -> str:
     measured = (f"calibrated {calibration.bandwidth_gbps:.1f} GB/s copy bandwidth, {calibration.matmul_tflops:.3g} "
                 f"TFLOP/s {found.dtype} matmul{' (cached)' if found.calibration_cached else ''}"
                 if calibration else f"no calibration: {found.calibration_error}")
+    if found.allreduce_seconds:
+        size, seconds = max(found.allreduce_seconds.items())
+        busbw = bus_bandwidth_gbps(size * 2**20, sorted(seconds)[len(seconds) // 2], found.allreduce_world_size)
+        measured += f"; all-reduce across {found.allreduce_world_size} GPUs: {busbw:.1f} GB/s bus bandwidth"
+    elif found.allreduce_error:
+        measured += f"; no all-reduce figure: {found.allreduce_error}"
     return (f"device {found.device} ({found.device_name}, {found.memory_gb:.0f} GB), dtype {found.dtype}; "
             f"profile {profile}{off}: {machine.profile_reason}\n{measured}")
 

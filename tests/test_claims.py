@@ -157,3 +157,41 @@ def test_efficiency_rule():
     figures = verdict("efficiency.algorithms", ladder(35.0, 0.5)).figures
     assert figures["speedup[2 tuned]"] == 3.5
     assert verdict("efficiency.algorithms", [row("m", "decode_tok_s", 1.0)]).verdict == "skipped"
+
+
+def tp_rows(single: float, split: float, size: int = 2, stdev: float = 0.5) -> list[dict]:
+    busbw = [{**row("m", "allreduce_busbw_gbps", value, size_mib=mib, world_size=size), "profile": "h800"}
+             for mib, value in ((1, 40.0), (256, 180.0))]
+    decode = []
+    for tp, value in ((1, single), (size, split)):
+        decode.append({**row("m", "decode_tok_s", value, stdev=stdev, n=10, engine_step=f"tp{tp}"),
+                       "backend_info": {"tensor_parallel_size": tp}})
+    return busbw + decode
+
+
+def test_interconnect_rule_reads_tensor_parallel_scaling_beside_the_all_reduce_bandwidth():
+    limited = verdict("interconnect.speed_limit", tp_rows(100.0, 120.0))  # 0.60 of 2x: the GPUs wait
+    assert limited.verdict == "supported" and limited.figures["scaling_efficiency[tp2]"] == 0.6
+    assert limited.figures["allreduce_busbw_gbps[256 MiB]"] == 180.0
+    assert "400 GB/s" in limited.figures["datasheet_interconnect"]
+    assert verdict("interconnect.speed_limit", tp_rows(100.0, 190.0)).verdict == "not supported"  # 0.95
+    assert verdict("interconnect.speed_limit", tp_rows(100.0, 160.0, stdev=20.0)).verdict == "inconclusive"
+    only_busbw = verdict("interconnect.speed_limit", tp_rows(100.0, 120.0)[:2])
+    assert only_busbw.verdict == "skipped" and "interconnect` suite" in only_busbw.reason
+
+
+def test_all_reduce_between_two_real_processes_is_timed_and_its_bus_bandwidth_follows_nccl_tests():
+    from harness.measure.interconnect import bus_bandwidth_gbps, measure_allreduce
+
+    assert bus_bandwidth_gbps(10**9, 1.0, 2) == 1.0 and bus_bandwidth_gbps(10**9, 1.0, 8) == 1.75
+    seconds = measure_allreduce(2, "gloo", sizes_mib=(1, 8), warmup=1, repetitions=3)  # two CPU ranks
+    assert set(seconds) == {1, 8} and all(len(s) == 3 and min(s) > 0 for s in seconds.values())
+    # Eight times the bytes takes longer than one: the ranks really exchanged the data.
+    assert sorted(seconds[8])[1] > sorted(seconds[1])[1]
+
+
+def test_a_failing_rank_is_one_line():
+    from harness.measure.interconnect import measure_allreduce
+
+    with pytest.raises(RuntimeError, match=r"all-reduce rank 0 of 2 \(nosuch\) failed: "):
+        measure_allreduce(2, "nosuch", sizes_mib=(1,), timeout_s=60)

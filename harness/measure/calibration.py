@@ -119,6 +119,14 @@ class Probe:
     calibration: Calibration | None
     calibration_cached: bool
     calibration_error: str | None
+    # More than one GPU: the all-reduce seconds per message size (MiB) across all of them, and their count.
+    allreduce_seconds: dict | None = None
+    allreduce_world_size: int = 0
+    allreduce_error: str | None = None
+
+
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def probe(device: str, dtype: str) -> Probe:
@@ -130,5 +138,18 @@ def probe(device: str, dtype: str) -> Probe:
         calibration, cached = calibrate(device, dtype)
         error = None
     except Exception as exc:  # a device that cannot run the calibration still runs its cells, without it
-        calibration, cached, error = None, False, f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return Probe(device, device_name(device), memory_gb(device), dtype, calibration, cached, error)
+        calibration, cached, error = None, False, _one_line(exc)
+    allreduce, world, allreduce_error = None, 0, None
+    if device == "cuda":
+        import torch
+
+        from harness.measure.interconnect import measure_allreduce
+
+        world = torch.cuda.device_count()
+        if world >= 2:
+            try:
+                allreduce = measure_allreduce(world, "nccl")
+            except Exception as exc:  # noqa: BLE001 - the cells still run, without the figure, saying why
+                allreduce_error = _one_line(exc)
+    return Probe(device, device_name(device), memory_gb(device), dtype, calibration, cached, error, allreduce, world,
+                 allreduce_error)

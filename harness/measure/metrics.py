@@ -43,6 +43,8 @@ METRICS: dict[str, Metric] = {
     # Calibration: bytes read + written per second by a large device copy; 2 n^3 / s for an n x n matmul.
     "calibrated_bandwidth_gbps": Metric("GB/s", "calib_bw.v1", True),
     "calibrated_tflops": Metric("TFLOP/s", "calib_flops.v1", True),
+    # All-reduce across every GPU (NCCL), per message size: bytes / s x 2 (n - 1) / n, nccl-tests' bus bandwidth.
+    "allreduce_busbw_gbps": Metric("GB/s", "busbw.v1", True),
     # Energy of whole generate() calls (prefill + decode) net of idle power, per output token; and its inverse.
     "energy_j": Metric("J", "energy.v1", False),
     "j_per_tok": Metric("J", "energy.v1", False),
