@@ -131,6 +131,14 @@ def _png(plt, fig) -> bytes:
     return out.getvalue()
 
 
+def _scale(ax, axis: str, values: list[float]) -> None:
+    """Log scale where the values span a decade or more; else linear, whose ticks read as plain numbers (a log axis
+    over a narrow range labels only its minor ticks, in overlapping powers of ten)."""
+    positive = [v for v in values if v and v > 0]
+    if positive and max(positive) / min(positive) >= 10:
+        getattr(ax, f"set_{axis}scale")("log")
+
+
 def _label(line: dict) -> str:
     # Model names are data: an escaped $ keeps matplotlib from reading a name as math text.
     return f"{line['model']} {line['dtype']} [{line['run_id']}]".replace("$", r"\$")
@@ -157,8 +165,10 @@ def _pareto(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
     ax.scatter([p[0] for p in points], [p[1] for p in points])
     for speed, quality, label in points:
         ax.annotate(label, (speed, quality), fontsize=7)
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", label="Pareto front")
-    ax.set(xlabel="decode tok/s (batch 1)", ylabel=f"{task}", xscale="log")
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", marker="o",
+            fillstyle="none", label="Pareto front")
+    ax.set(xlabel="decode tok/s (batch 1)", ylabel=f"{task}")
+    _scale(ax, "x", [p[0] for p in points])
     ax.legend()
     return title, _png(plt, fig), f"{task} (the task most models have) against decode speed; the front joins the " \
                                   "models that no other model beats on both"
@@ -180,7 +190,9 @@ def _moe(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
                            marker=marker, facecolors="none", edgecolors="tab:orange", label="MoE (total params)")
     for line in have:
         ax.annotate(_label(line), (line["active_params"], line["decode_tok_s"]), fontsize=7)
-    ax.set(xlabel="parameters", ylabel="decode tok/s (batch 1)", xscale="log", yscale="log")
+    ax.set(xlabel="parameters", ylabel="decode tok/s (batch 1)")
+    _scale(ax, "x", [line[key] for line in have for key in ("active_params", "total_params")])
+    _scale(ax, "y", [line["decode_tok_s"] for line in have])
     ax.legend()
     moes = sum(line["moe"] for line in have)
     return title, _png(plt, fig), f"{moes} MoE and {len(have) - moes} dense lines; a MoE is drawn at its active " \
@@ -195,7 +207,8 @@ def _cost(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
         return title, None, "no profile of these runs has a price per hour, so there is no cost figure"
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(priced) + 1.5))
     ax.barh([f"{line['profile']}: {_label(line)}" for line in priced], [line["usd_per_mtok"] for line in priced])
-    ax.set(xlabel="USD per million output tokens (batch 1)", xscale="log")
+    ax.set(xlabel="USD per million output tokens (batch 1)")
+    _scale(ax, "x", [line["usd_per_mtok"] for line in priced])
     return title, _png(plt, fig), "the profile's price per hour over the output tokens per second of batch 1"
 
 
@@ -208,6 +221,8 @@ def _batches(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
     for line in swept:
         sizes = sorted(line["_batches"])
         ax.plot(sizes, [line["_batches"][b] for b in sizes], marker="o", label=_label(line))
-    ax.set(xlabel="batch size", ylabel="decode tok/s (all sequences)", xscale="log", yscale="log")
+    ax.set(xlabel="batch size", ylabel="decode tok/s (all sequences)")
+    _scale(ax, "x", [b for line in swept for b in line["_batches"]])
+    _scale(ax, "y", [v for line in swept for v in line["_batches"].values()])
     ax.legend(fontsize=7)
     return title, _png(plt, fig), "throughput scenario: tokens per second over all sequences of the batch"
