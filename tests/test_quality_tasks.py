@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.backends.transformers import MIN_SHARED_PREFIX, common_prefix_length
 from harness.errors import ConfigError, UnknownNameError
 from harness.quality import scoring, tasks
 from harness.quality.generators import arithmetic, passkey
@@ -154,8 +155,15 @@ def test_results_are_identical_across_batch_sizes(smollm2, make_backend):
     for (a, _), (b, _), (c, _) in zip(*(backend.loglikelihood(requests) for backend in (wide, narrow, reusing)),
                                       strict=True):
         assert a == pytest.approx(b, abs=1e-3) and a == pytest.approx(c, abs=1e-3)
+    # Generation, whose 3-shot prompts share their shots: batches of 16 and of 1, with the shared prefix computed
+    # once (the default) and without.
     sums = tasks.prepare(tasks.load_task("arithmetic"), limit=6)
-    assert wide.generate_text(sums.contexts, 8, ["\n"]) == narrow.generate_text(sums.contexts, 8, ["\n"])
+    assert common_prefix_length([wide._encode(c) for c in sums.contexts]) >= MIN_SHARED_PREFIX
+    unshared = make_backend(smollm2)
+    unshared.share_prefixes = False
+    texts = wide.generate_text(sums.contexts, 8, ["\n"])
+    assert texts == narrow.generate_text(sums.contexts, 8, ["\n"]) == unshared.generate_text(sums.contexts, 8, ["\n"])
+    assert any(texts)
 
 
 HF_MMLU = [  # the Hugging Face layout of MMLU (cais/mmlu): choices as a list, the answer as an index

@@ -1,5 +1,6 @@
 """Hugging Face transformers, in process: per-token timestamps from a generation hook, log-likelihood scoring."""
 
+import copy
 import dataclasses
 import tempfile
 import time
@@ -21,6 +22,8 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 # Log-likelihood batches hold at most this many tokens (padding included): bounds activation memory.
 LOGLIKELIHOOD_BATCH_TOKENS = 4096
 GENERATION_BATCH_SIZE = 16
+# Shorter shared prefixes are not worth a separate forward pass and a cache copy per batch.
+MIN_SHARED_PREFIX = 16
 
 
 class _TokenClock(StoppingCriteria):
@@ -73,6 +76,16 @@ class RouteCounter:
         return [c.tolist() for c in self.counts]
 
 
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens every sequence has in common."""
+    length = 0
+    for column in zip(*sequences, strict=False):  # as far as the shortest
+        if any(token != column[0] for token in column):
+            break
+        length += 1
+    return length
+
+
 class TransformersBackend:
     name = "transformers"
     capabilities = frozenset({"token_times", "loglikelihood", "generation", "router_stats"})
@@ -84,6 +97,8 @@ class TransformersBackend:
         self.device = detect_device(device)
         # One input at a time with shared-prefix reuse on CPUs, padded batches on accelerators (see loglikelihood).
         self.reuse_prefixes = options.get("reuse_prefixes", self.device == "cpu")
+        # Generation: a prefix every prompt shares is computed once (see generate_text).
+        self.share_prefixes = options.get("share_prefixes", True)
         self.dtype = auto_dtype(self.device) if dtype == "auto" else dtype
         # Code shipped with a model runs only for a model the user named with --trust-remote-code; pickle weights
         # (which can carry code too) load only with --allow-pickle.
@@ -295,24 +310,50 @@ class TransformersBackend:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
 
     def generate_text(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
-        """Greedy completions, cut at the first stop string; batched by length, longest first."""
+        """Greedy completions, cut at the first stop string; batched by length, longest first.
+
+        A token prefix that every prompt shares (a task's few-shot examples) is computed once: its KV cache is
+        copied into each batch, and each row is laid out as prefix, padding, its own suffix, with the padding masked
+        and positions counted over real tokens only, so every row sees what it would see alone."""
         encoded = [self._encode(prompt) for prompt in prompts]
+        # Every row keeps at least one token of its own, the one generation starts from.
+        shared = min(common_prefix_length(encoded), min(len(ids) for ids in encoded) - 1) if self.share_prefixes else 0
+        prefix_cache = self._prefix_cache(encoded[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
+        if prefix_cache is None:
+            shared = 0
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         completions = [""] * len(prompts)
         for start in range(0, len(order), self.generation_batch_size):
             batch = order[start:start + self.generation_batch_size]
-            input_ids, attention_mask = self._left_pad([encoded[i] for i in batch])
+            suffix_ids, suffix_mask = self._left_pad([encoded[i][shared:] for i in batch])
+            cache = None
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(batch))
+            prefix = torch.tensor([encoded[batch[0]][:shared]] * len(batch), dtype=torch.long, device=self.device)
+            input_ids = torch.cat([prefix, suffix_ids], dim=1)
+            attention_mask = torch.cat([torch.ones_like(prefix), suffix_mask], dim=1)
             with torch.inference_mode():
                 out = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                    do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=self._pad_id,
-                    stop_strings=list(stop) or None, tokenizer=self.tokenizer,
+                    input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                    max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                    pad_token_id=self._pad_id, stop_strings=list(stop) or None, tokenizer=self.tokenizer,
                 )
             for row, index in enumerate(batch):
                 text = self.tokenizer.decode(out[row, input_ids.shape[1]:], skip_special_tokens=True)
                 cuts = [text.find(s) for s in stop if s in text]
                 completions[index] = text[:min(cuts)] if cuts else text
         return completions
+
+    def _prefix_cache(self, prefix: list[int]):
+        """The KV cache of `prefix` alone (batch 1), or None where the model's cache cannot be shared this way."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with torch.inference_mode():
+            self.model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache, use_cache=True,
+                       logits_to_keep=1)
+        return cache if hasattr(cache, "batch_repeat_interleave") else None
 
     def _score_batch(self, batch, results) -> None:
         input_ids, attention_mask = self._left_pad([list(seq) for seq, _ in batch])
