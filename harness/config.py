@@ -212,10 +212,11 @@ def load_suite_file(file: Path) -> SuiteSpec:
     fields = {"name", "description", "models", "backends", "scenarios", "device", "dtype", "measure", "report_claims",
               "cell_timeout_s", "cell_memory_limit_mib", "profile_models", "server"}
     doc.check_keys((), data, fields, {"name", "models", "scenarios"})
+    models = _string_list(doc, ("models",), data["models"])
     backends = _string_list(doc, ("backends",), data.get("backends", ["transformers"]))
     for i, backend in enumerate(backends):
         if backend not in BACKENDS.names():
-            raise doc.error(("backends", i), f"unknown backend '{backend}'", f"known: {', '.join(BACKENDS.names())}")
+            raise doc.error(("backends", i), f"unknown backend {backend!r}", f"known: {', '.join(BACKENDS.names())}")
     for key, allowed in (("device", DEVICES), ("dtype", DTYPES)):
         if data.get(key, "auto") not in allowed:
             raise doc.error((key,), f"must be one of {', '.join(allowed)}, got {data[key]!r}")
@@ -243,18 +244,18 @@ def load_suite_file(file: Path) -> SuiteSpec:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise doc.error(path, "each scenario is a mapping with a 'name'")
         if item["name"] not in SCENARIOS.names():
-            raise doc.error((*path, "name"), f"unknown scenario '{item['name']}'",
+            raise doc.error((*path, "name"), f"unknown scenario {item['name']!r}",
                             f"known: {', '.join(SCENARIOS.names())}")
         given = {k: v for k, v in item.items() if k not in ("name", "models")}
         only = _string_list(doc, (*path, "models"), item["models"]) if "models" in item else ()
         for i, model in enumerate(only):
-            if model not in data["models"]:
-                raise doc.error((*path, "models", i), f"'{model}' is not one of the suite's models")
+            if model not in models:
+                raise doc.error((*path, "models", i), f"{model!r} is not one of the suite's models")
         scenarios.append(ScenarioSpec(item["name"], _check_scenario_params(doc, path, item["name"], given), only))
     return SuiteSpec(
         name=str(data["name"]),
         description=str(data.get("description", "")),
-        models=_string_list(doc, ("models",), data["models"]),
+        models=models,
         backends=backends,
         scenarios=tuple(scenarios),
         device=data.get("device", "auto"),

@@ -30,7 +30,7 @@ class UnknownNameError(BenchError):
     """A model alias, backend, scenario, suite or profile name that is not registered."""
 
     def __init__(self, kind: str, name: str, known: list[str], hint: str = ""):
-        super().__init__(f"unknown {kind} '{name}'; known: {', '.join(sorted(known))}", hint)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(sorted(known))}", hint)
 
 
 class UnavailableError(BenchError):
