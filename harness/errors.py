@@ -33,5 +33,10 @@ class UnknownNameError(BenchError):
         super().__init__(f"unknown {kind} {name!r}; known: {', '.join(sorted(known))}", hint)
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of what it says."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
 class UnavailableError(BenchError):
     """A model or data file cannot be had locally (offline, missing package, bad checksum, not a model folder)."""

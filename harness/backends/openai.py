@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.backends.base import BackendInfo
-from harness.errors import ConfigError, UnavailableError
+from harness.errors import ConfigError, UnavailableError, one_line
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -88,7 +88,7 @@ async def stream_request(base_url: str, endpoint: str, body: dict, timeout_s: fl
     except asyncio.TimeoutError:
         stream.error = f"timeout: no complete response within {timeout_s:g} s"
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        stream.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        stream.error = one_line(exc)
     stream.t_end = time.perf_counter()
     return stream
 

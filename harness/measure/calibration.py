@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
+from harness.errors import one_line
 from harness.measure.stats import RepetitionPolicy, summarize
 
 CALIBRATION_VERSION = 1
@@ -125,10 +126,6 @@ class Probe:
     allreduce_error: str | None = None
 
 
-def _one_line(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
 def probe(device: str, dtype: str) -> Probe:
     from harness.hardware import auto_dtype, detect_device, device_name, memory_gb
 
@@ -138,7 +135,7 @@ def probe(device: str, dtype: str) -> Probe:
         calibration, cached = calibrate(device, dtype)
         error = None
     except Exception as exc:  # a device that cannot run the calibration still runs its cells, without it
-        calibration, cached, error = None, False, _one_line(exc)
+        calibration, cached, error = None, False, one_line(exc)
     allreduce, world, allreduce_error = None, 0, None
     if device == "cuda":
         import torch
@@ -150,6 +147,6 @@ def probe(device: str, dtype: str) -> Probe:
             try:
                 allreduce = measure_allreduce(world, "nccl")
             except Exception as exc:  # noqa: BLE001 - the cells still run, without the figure, saying why
-                allreduce_error = _one_line(exc)
+                allreduce_error = one_line(exc)
     return Probe(device, device_name(device), memory_gb(device), dtype, calibration, cached, error, allreduce, world,
                  allreduce_error)

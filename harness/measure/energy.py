@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from harness.errors import one_line
+
 T = TypeVar("T")
 
 
@@ -87,7 +89,7 @@ def open_counter(device: str, device_index: int = 0) -> tuple[EnergyCounter | No
     except ImportError:
         return None, "none: nvidia-ml-py is not installed (pip install -e '.[gpu]')"
     except (OSError, ValueError) as exc:  # absent, unreadable (non-root RAPL), no driver, unsupported
-        return None, "none: " + f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None, "none: " + one_line(exc)
     return counter, counter.source
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import ConfigError, UnavailableError, UnknownNameError
+from harness.errors import ConfigError, UnavailableError, UnknownNameError, one_line
 from harness.quality.generators import GENERATORS
 from harness.wheels import WheelMember, fetch
 from harness.yamlfile import YamlDoc
@@ -164,8 +164,7 @@ def _hf_dataset(spec: dict, online: bool) -> list[dict]:
                                      revision=spec.get("revision"))
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds for a dataset it cannot find
         where = "here or in the local Hugging Face cache" if not online else "here or on the hub"
-        raise UnavailableError(f"hf_dataset {spec['path']} (split {spec['split']}) is not {where}: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        raise UnavailableError(f"hf_dataset {spec['path']} (split {spec['split']}) is not {where}: {one_line(exc)}",
                                hint="" if online else "--online fetches it from the hub") from None
     return [dict(row) for row in rows]
 
