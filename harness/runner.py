@@ -17,6 +17,7 @@ import os
 import resource
 import secrets
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -468,7 +469,7 @@ def describe(machine: Machine) -> str:
                 if calibration else f"no calibration: {found.calibration_error}")
     if found.allreduce_seconds:
         size, seconds = max(found.allreduce_seconds.items())
-        busbw = bus_bandwidth_gbps(size * 2**20, sorted(seconds)[len(seconds) // 2], found.allreduce_world_size)
+        busbw = bus_bandwidth_gbps(size * 2**20, statistics.median(seconds), found.allreduce_world_size)
         measured += f"; all-reduce across {found.allreduce_world_size} GPUs: {busbw:.1f} GB/s bus bandwidth"
     elif found.allreduce_error:
         measured += f"; no all-reduce figure: {found.allreduce_error}"

@@ -48,6 +48,15 @@ def make_backend():
     return load_backend
 
 
+def by_load(rows: list[dict]) -> dict:
+    """Served-load rows by load point ("concurrency=2", "rate=4") and metric; the SLO search's probes left out."""
+    grouped = {}
+    for row in rows:
+        if "load" in row["params"] and not row["params"].get("search"):
+            grouped.setdefault(row["params"]["load"], {})[row["metric"]] = row
+    return grouped
+
+
 # A model name that is markup to a browser and a formula to a spreadsheet: the results tools must show it as text.
 HOSTILE_MODEL = "=1+1<img src=x onerror=\"document.title='pwned'\">"
 

@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import by_load
 
 from harness.backends.openai import OpenAIBackend, http_get, token_times
 from harness.backends.server import LocalServer
@@ -48,14 +49,6 @@ def run_rows(backend, **changes) -> list[dict]:
     rows = []
     run_served(backend, served_params(**changes), Recorder({"run_id": "t"}, RepetitionPolicy(warmup=1), rows.append))
     return rows
-
-
-def by_load(rows: list[dict]) -> dict:
-    grouped = {}
-    for row in rows:
-        if "load" in row["params"] and not row["params"].get("search"):
-            grouped.setdefault(row["params"]["load"], {})[row["metric"]] = row
-    return grouped
 
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import by_load
 
 from harness.backends.openai import http_get
 from harness.cli import main
@@ -104,11 +105,9 @@ scenarios:
     assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
     assert dict(os.environ) == env_before
     rows = [r for r in read_rows(out / "rows.jsonl") if "load" in r["params"]]
-    by_load = {}
-    for row in rows:
-        by_load.setdefault(row["params"]["load"], {})[row["metric"]] = row
-    assert set(by_load) == {"concurrency=1", "concurrency=2"}
-    for figures in by_load.values():
+    loads = by_load(rows)
+    assert set(loads) == {"concurrency=1", "concurrency=2"}
+    for figures in loads.values():
         assert figures["failed_requests"]["value"] == 0
         assert figures["ttft_ms"]["stats"]["n"] == 4 and figures["output_tok_s"]["value"] > 0
         # vLLM is told ignore_eos and min_tokens: every request returns exactly the tokens asked for.

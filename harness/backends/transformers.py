@@ -346,14 +346,16 @@ class TransformersBackend:
         return completions
 
     def _prefix_cache(self, prefix: list[int]):
-        """The KV cache of `prefix` alone (batch 1), or None where the model's cache cannot be shared this way."""
+        """The KV cache of `prefix` alone (batch 1), or None where the cache cannot be copied into a batch."""
         from transformers import DynamicCache
 
+        if not hasattr(DynamicCache, "batch_repeat_interleave"):
+            return None
         cache = DynamicCache()
         with torch.inference_mode():
             self.model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache, use_cache=True,
                        logits_to_keep=1)
-        return cache if hasattr(cache, "batch_repeat_interleave") else None
+        return cache
 
     def _score_batch(self, batch, results) -> None:
         input_ids, attention_mask = self._left_pad([list(seq) for seq, _ in batch])
