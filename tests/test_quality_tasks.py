@@ -140,27 +140,52 @@ def test_perplexity_equals_a_hand_computed_forward_pass(tmp_path, smollm2_backen
     assert bpb.value == pytest.approx(-logprob / (math.log(2) * len(text.encode())), rel=1e-4)
 
 
+def plain_loglikelihood(backend, context: str, continuation: str) -> float:
+    """One request alone: a forward pass over all its tokens but the last, no batch, no cache, no padding."""
+    context_ids, continuation_ids = backend._encode_pair(context, continuation)
+    whole = context_ids + continuation_ids
+    with torch.inference_mode():
+        logits = backend.model(torch.tensor([whole[:-1]])).logits[0, -len(continuation_ids):].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(continuation_ids)[:, None]).sum().item()
+
+
+def test_inputs_sharing_a_long_prefix_are_grouped_and_the_rest_share_their_common_start():
+    from harness.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend()  # grouping needs no model
+    backend.share_prefixes = True
+    shots = tuple(range(100, 140))  # 40 tokens two inputs share, each with 10 of its own
+    header = tuple(range(200, 210))  # 10 tokens every other input begins with, each with 50 of its own
+    inputs = {shots + tuple(range(i, i + 10)): [(i, [7])] for i in (1, 2)}
+    inputs.update({header + (i,) * 50: [(i, [7, 8])] for i in (3, 4, 5)})
+    groups = sorted((shared, sorted(index for _, group in members for index, _ in group))
+                    for shared, members in backend._prefix_groups(inputs))
+    assert groups == [(10, [3, 4, 5]), (40, [1, 2])]
+    backend.share_prefixes = False
+    assert [(shared, len(members)) for shared, members in backend._prefix_groups(inputs)] == [(0, 5)]
+
+
 @pytest.mark.slow
 def test_results_are_identical_across_batch_sizes(smollm2, make_backend):
-    """Log-likelihoods: padded batches of 4096 and of 256 tokens, and one input at a time reusing shared prefixes
-    (the CPU default); generation: batches of 16 and of 1."""
-    wide, narrow, reusing = make_backend(smollm2), make_backend(smollm2), make_backend(smollm2)
-    wide.reuse_prefixes = narrow.reuse_prefixes = False
+    """Log-likelihoods: batches of 4096 and of 256 tokens, shared prefixes computed once (the default) and not,
+    each equal to the request scored alone, on 0-shot, 5-shot (a subject's shots shared) and cloze (a question's
+    choices shared, continuations of several tokens) questions. Generation: batches of 16 and of 1."""
+    wide, narrow, unshared = make_backend(smollm2), make_backend(smollm2), make_backend(smollm2)
     narrow.batch_tokens, narrow.generation_batch_size = 256, 1
-    assert reusing.reuse_prefixes
-    mmlu = tasks.prepare(tasks.load_task("mmlu_5shot"), limit=12)
-    scores = [scoring.score(mmlu, backend, 1)[0] for backend in (wide, narrow, reusing)]
-    assert scores[0].extra["picks"] == scores[1].extra["picks"] == scores[2].extra["picks"]
-    requests = [(mmlu.contexts[0], " A"), (mmlu.contexts[0], " B"), (mmlu.contexts[1], " C")]
-    for (a, _), (b, _), (c, _) in zip(*(backend.loglikelihood(requests) for backend in (wide, narrow, reusing)),
-                                      strict=True):
-        assert a == pytest.approx(b, abs=1e-3) and a == pytest.approx(c, abs=1e-3)
+    unshared.share_prefixes = False
+    for name, limit in (("mmlu", 8), ("mmlu_5shot", 8), ("mmlu_cloze", 4)):
+        prepared = tasks.prepare(tasks.load_task(name), limit=limit)
+        picks = [scoring.score(prepared, backend, 1)[0].extra["picks"] for backend in (wide, narrow, unshared)]
+        assert picks[0] == picks[1] == picks[2]
+        requests = [(prepared.contexts[i], template.format(**prepared.examples[i]))
+                    for i in (0, 1) for template in prepared.task.choices]
+        alone = [plain_loglikelihood(wide, context, continuation) for context, continuation in requests]
+        for backend in (wide, narrow, unshared):
+            assert [ll for ll, _ in backend.loglikelihood(requests)] == pytest.approx(alone, abs=1e-3), name
     # Generation, whose 3-shot prompts share their shots: batches of 16 and of 1, with the shared prefix computed
     # once (the default) and without.
     sums = tasks.prepare(tasks.load_task("arithmetic"), limit=6)
     assert common_prefix_length([wide._encode(c) for c in sums.contexts]) >= MIN_SHARED_PREFIX
-    unshared = make_backend(smollm2)
-    unshared.share_prefixes = False
     texts = wide.generate_text(sums.contexts, 8, ["\n"])
     assert texts == narrow.generate_text(sums.contexts, 8, ["\n"]) == unshared.generate_text(sums.contexts, 8, ["\n"])
     assert any(texts)

@@ -19,11 +19,14 @@ from harness.measure.memory import MIB
 from harness.measure.roofline import ModelShape
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Log-likelihood batches hold at most this many tokens (padding included): bounds activation memory.
+# Log-likelihood batches hold at most this many tokens (padding and a shared prefix included): bounds activation
+# memory. CPUs get fewer: measured (SmolLM2-135M, bf16, 200 MMLU questions, 2 cores) 2048 is fastest, 6.2 s against
+# 7.5 s at 1024 and 6.8 s at 4096: in larger batches the elementwise ops' tensors no longer stay in cache.
 LOGLIKELIHOOD_BATCH_TOKENS = 4096
+CPU_LOGLIKELIHOOD_BATCH_TOKENS = 2048
 GENERATION_BATCH_SIZE = 16
 # Shorter shared prefixes are not worth a separate forward pass and a cache copy per batch.
-MIN_SHARED_PREFIX = 16
+MIN_SHARED_PREFIX = 8
 
 
 class _TokenClock(StoppingCriteria):
@@ -92,12 +95,11 @@ class TransformersBackend:
 
     def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
         options = options or {}
-        self.batch_tokens = options.get("loglikelihood_batch_tokens", LOGLIKELIHOOD_BATCH_TOKENS)
-        self.generation_batch_size = options.get("generation_batch_size", GENERATION_BATCH_SIZE)
         self.device = detect_device(device)
-        # One input at a time with shared-prefix reuse on CPUs, padded batches on accelerators (see loglikelihood).
-        self.reuse_prefixes = options.get("reuse_prefixes", self.device == "cpu")
-        # Generation: a prefix every prompt shares is computed once (see generate_text).
+        self.batch_tokens = options.get("loglikelihood_batch_tokens", CPU_LOGLIKELIHOOD_BATCH_TOKENS
+                                        if self.device == "cpu" else LOGLIKELIHOOD_BATCH_TOKENS)
+        self.generation_batch_size = options.get("generation_batch_size", GENERATION_BATCH_SIZE)
+        # Shared prefixes computed once: in log-likelihood groups (see _prefix_groups) and generation (generate_text).
         self.share_prefixes = options.get("share_prefixes", True)
         self.dtype = auto_dtype(self.device) if dtype == "auto" else dtype
         # Code shipped with a model runs only for a model the user named with --trust-remote-code; pickle weights
@@ -267,44 +269,56 @@ class TransformersBackend:
             whole = context_ids + continuation_ids
             inputs.setdefault(tuple(whole[:-1]), []).append((index, continuation_ids))
         results: list[tuple[float, bool]] = [(0.0, True)] * len(pairs)
-        if self.reuse_prefixes:
-            self._score_reusing_prefixes(inputs, results)
-            return results
-        # Longest first, so a batch holds inputs of similar length and padding stays small.
-        ordered = sorted(inputs.items(), key=lambda item: -len(item[0]))
-        start = 0
-        while start < len(ordered):
-            width = len(ordered[start][0])
-            size = max(1, self.batch_tokens // max(width, 1))
-            batch = ordered[start:start + size]
-            start += len(batch)
-            self._score_batch(batch, results)
+        for shared, members in self._prefix_groups(inputs):
+            prefix_cache = self._prefix_cache(list(members[0][0][:shared])) if shared else None
+            if prefix_cache is None:
+                shared = 0
+            # Longest first, so a batch holds inputs of similar length and padding stays small.
+            members.sort(key=lambda item: -len(item[0]))
+            start = 0
+            while start < len(members):
+                size = max(1, self.batch_tokens // max(len(members[start][0]), 1))  # the prefix counts too
+                batch = members[start:start + size]
+                start += len(batch)
+                self._score_batch(batch, shared, prefix_cache, results)
         return results
 
-    def _score_reusing_prefixes(self, inputs: dict, results: list) -> None:
-        """One input at a time, in token order, so that neighbours share the longest prefixes; the KV cache of the
-        shared prefix is kept and only the rest is computed. On a CPU, padded batches cost more than they save
-        (measured: 12.7 s against 7.2 s for 20 MMLU questions), and this also computes every shared prefix (a
-        task header, few-shot examples) once."""
-        from transformers import DynamicCache
+    def _prefix_groups(self, inputs: dict) -> list[tuple[int, list]]:
+        """The inputs as (shared prefix length, members) groups; a group's shared prefix is computed once. In token
+        order, neighbours whose common prefix is at least as long as the longest one's own part (a subject's
+        few-shot examples, one question's cloze choices) form a group. The rest (0-shot questions: a subject's header
+        is shorter than its questions, and batching them all together beats sharing it) form one more group, which
+        shares what all of them begin with (the part of the header common to every subject)."""
 
-        cache, cached = DynamicCache(), ()
-        for tokens, group in sorted(inputs.items()):
-            keep = max(len(cont) for _, cont in group)
-            shared = 0
-            # The positions that predict the continuation must be computed, so they are never taken from the cache.
-            for a, b in zip(cached, tokens[:len(tokens) - keep], strict=False):
-                if a != b:
-                    break
-                shared += 1
-            if len(cached) > shared:
-                cache.crop(shared - len(cached))  # a negative count: the tokens to drop from the end
-            with torch.inference_mode():
-                logits = self.model(input_ids=torch.tensor([tokens[shared:]], device=self.device),
-                                    past_key_values=cache, use_cache=True,
-                                    logits_to_keep=keep).logits
-            cached = tokens
-            self._collect(torch.log_softmax(logits[0].float(), dim=-1), keep, group, results)
+        def own_limit(item) -> int:  # the positions that predict a continuation are never part of a shared prefix
+            tokens, group = item
+            return len(tokens) - max(len(cont) for _, cont in group)
+
+        groups, unshared = [], []
+        members, shared, longest = [], 0, 0
+
+        def close():
+            if len(members) > 1:
+                groups.append((shared, members))
+            else:
+                unshared.extend(members)
+
+        for item in sorted(inputs.items()):
+            tokens = item[0]
+            if members:
+                common = min(shared, own_limit(item), common_prefix_length([members[-1][0], tokens]))
+                if self.share_prefixes and common >= MIN_SHARED_PREFIX and 2 * common >= max(longest, len(tokens)):
+                    members.append(item)
+                    shared, longest = common, max(longest, len(tokens))
+                    continue
+                close()
+            members, shared, longest = [item], own_limit(item), len(tokens)
+        close()
+        if unshared:
+            common = min(common_prefix_length([tokens for tokens, _ in unshared]), *map(own_limit, unshared))
+            worth = self.share_prefixes and len(unshared) > 1 and common >= MIN_SHARED_PREFIX
+            groups.append((common if worth else 0, unshared))
+        return groups
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
@@ -326,10 +340,7 @@ class TransformersBackend:
         for start in range(0, len(order), self.generation_batch_size):
             batch = order[start:start + self.generation_batch_size]
             suffix_ids, suffix_mask = self._left_pad([encoded[i][shared:] for i in batch])
-            cache = None
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(batch))
+            cache = self._batch_cache(prefix_cache, len(batch)) if prefix_cache is not None else None
             prefix = torch.tensor([encoded[batch[0]][:shared]] * len(batch), dtype=torch.long, device=self.device)
             input_ids = torch.cat([prefix, suffix_ids], dim=1)
             attention_mask = torch.cat([torch.ones_like(prefix), suffix_mask], dim=1)
@@ -357,19 +368,36 @@ class TransformersBackend:
                        logits_to_keep=1)
         return cache
 
-    def _score_batch(self, batch, results) -> None:
-        input_ids, attention_mask = self._left_pad([list(seq) for seq, _ in batch])
-        keep = max(len(cont) for _, group in batch for _, cont in group)
-        # Left padding: every input ends at the last position, so the continuation's predictions are the last
-        # `keep` positions and only those logits are computed. Positions count real tokens only.
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    def _score_batch(self, batch: list, shared: int, prefix_cache, results: list) -> None:
+        """One forward pass over the batch's inputs after their `shared` prefix (whose KV cache is given). Rows are
+        padded on the right: causal attention never lets a real token see the padding after it, so no attention mask
+        is needed and every row's positions are its own. Logits are computed only at the positions that predict a
+        continuation."""
+        suffixes = [tokens[shared:] for tokens, _ in batch]
+        input_ids = torch.full((len(batch), max(map(len, suffixes))), self._pad_id, dtype=torch.long)
+        spans = []  # per row: the positions of its predictions, [first, end)
+        for row, (suffix, (_, group)) in enumerate(zip(suffixes, batch, strict=True)):
+            input_ids[row, :len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+            spans.append((len(suffix) - max(len(cont) for _, cont in group), len(suffix)))
+        positions = sorted({p for first, end in spans for p in range(first, end)})
+        where = {p: i for i, p in enumerate(positions)}
         with torch.inference_mode():
             logits = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep
+                input_ids=input_ids.to(self.device),
+                logits_to_keep=torch.tensor(positions, device=self.device),
+                **({"past_key_values": self._batch_cache(prefix_cache, len(batch)), "use_cache": True}
+                   if prefix_cache is not None else {"use_cache": False}),
             ).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for row, (_, group) in enumerate(batch):
-            self._collect(logprobs[row], keep, group, results)
+        for row, ((first, end), (_, group)) in enumerate(zip(spans, batch, strict=True)):
+            rows = logits[row, where[first]:where[first] + end - first]
+            self._collect(torch.log_softmax(rows.float(), dim=-1), end - first, group, results)
+
+    @staticmethod
+    def _batch_cache(prefix_cache, rows: int):
+        """A copy of a batch-1 prefix cache, repeated for `rows` rows."""
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
 
     @staticmethod
     def _collect(logprobs, keep: int, group, results) -> None:
