@@ -56,7 +56,7 @@ def test_decode_rate_agrees_with_an_independent_wall_clock(smollm2_backend):
 
 def _reference_loglikelihood(backend, context: str, continuation: str) -> tuple[float, bool]:
     """One unbatched, unpadded forward pass over context + continuation, scored by hand."""
-    context_ids, continuation_ids = backend._encode_pair(context, continuation)
+    context_ids, continuation_ids = backend.tokens.pair(context, continuation)
     ids = torch.tensor([context_ids + continuation_ids])
     with torch.inference_mode():
         logits = backend.model(ids).logits[0, len(context_ids) - 1: -1].float()

@@ -142,7 +142,7 @@ def test_perplexity_equals_a_hand_computed_forward_pass(tmp_path, smollm2_backen
 
 def plain_loglikelihood(backend, context: str, continuation: str) -> float:
     """One request alone: a forward pass over all its tokens but the last, no batch, no cache, no padding."""
-    context_ids, continuation_ids = backend._encode_pair(context, continuation)
+    context_ids, continuation_ids = backend.tokens.pair(context, continuation)
     whole = context_ids + continuation_ids
     with torch.inference_mode():
         logits = backend.model(torch.tensor([whole[:-1]])).logits[0, -len(continuation_ids):].float()
@@ -185,7 +185,7 @@ def test_results_are_identical_across_batch_sizes(smollm2, make_backend):
     # Generation, whose 3-shot prompts share their shots: batches of 16 and of 1, with the shared prefix computed
     # once (the default) and without.
     sums = tasks.prepare(tasks.load_task("arithmetic"), limit=6)
-    assert common_prefix_length([wide._encode(c) for c in sums.contexts]) >= MIN_SHARED_PREFIX
+    assert common_prefix_length([wide.tokens.encode(c) for c in sums.contexts]) >= MIN_SHARED_PREFIX
     texts = wide.generate_text(sums.contexts, 8, ["\n"])
     assert texts == narrow.generate_text(sums.contexts, 8, ["\n"]) == unshared.generate_text(sums.contexts, 8, ["\n"])
     assert any(texts)

@@ -31,6 +31,7 @@ PROMPT = "The capital of France is"
 GREEDY_TOKENS = 8
 # vLLM's engine on a 2-core CPU: a small KV cache and no CUDA-graph-like warm-up keep its start short.
 VLLM_ENGINE = {"enforce_eager": True, "max_model_len": 512}
+LONG_PROMPTS = {"max_model_len": 1024}  # some MMLU questions take 600 tokens
 
 
 def test_in_process_vllm_times_a_fixed_number_of_tokens(smollm2, tmp_path):
@@ -45,6 +46,7 @@ scenarios:
   - {{name: latency, prompt_tokens: 32, output_tokens: 8, engine: {json.dumps({"step": "eager", **VLLM_ENGINE})}}}
   - {{name: throughput, prompt_tokens: 16, output_tokens: 4, batch_sizes: [1, 4],
       engine: {json.dumps({"step": "eager", **VLLM_ENGINE})}}}
+  - {{name: quality, task: mmlu, limit: 4, engine: {json.dumps({"step": "eager", **VLLM_ENGINE, **LONG_PROMPTS})}}}
 """)
     out = tmp_path / "run"
     done = subprocess.run([str(VLLM_PYTHON), "-m", "harness", "run", "--suite", str(suite), "--out", str(out),
@@ -52,6 +54,9 @@ scenarios:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = read_rows(out / "rows.jsonl")
     assert rows and all(r["status"] == "ok" and r["backend"] == "vllm" for r in rows)
+    # Quality on vLLM's own weights: MMLU by its prompt log-probabilities.
+    accuracy = next(r for r in rows if r["metric"] == "accuracy")
+    assert accuracy["params"]["limit"] == 4 and sum(accuracy["stats"]["choice_counts"].values()) == 4
     assert rows[0]["backend_version"].startswith("0.") and rows[0]["backend_info"]["tensor_parallel_size"] == 1
     timed = {(r["scenario"], r["params"].get("batch_size"), r["metric"]): r for r in rows}
     for scenario, batch in (("latency", 1), ("throughput", 1), ("throughput", 4)):
@@ -62,29 +67,62 @@ scenarios:
     assert timed[("throughput", 4, "decode_tok_s")]["value"] > timed[("throughput", 1, "decode_tok_s")]["value"]
 
 
-GREEDY_SCRIPT = """
+AGREEMENT_SCRIPT = """
 import json, sys
 from pathlib import Path
 from harness.backends.{module} import {cls}
 backend = {cls}()
 backend.load(Path(sys.argv[1]), "cpu", "fp32", {options})
-ids = backend.tokenizer.encode(sys.argv[2], add_special_tokens=False)
-print(json.dumps(backend.generate([ids], int(sys.argv[3])).new_token_ids[0]))
+asked = json.loads(sys.argv[2])
+ids = backend.tokenizer.encode(asked["prompt"], add_special_tokens=False)
+print(json.dumps({{"greedy": backend.generate([ids], asked["greedy_tokens"]).new_token_ids[0],
+                  "loglikelihoods": backend.loglikelihood(asked["requests"]),
+                  "rolling": backend.loglikelihood_rolling(asked["texts"]),
+                  "completions": backend.generate_text(asked["prompts"], 8, ["\\n"])}}))
 """
 
 
-def greedy(python: Path | str, module: str, cls: str, options: dict, model_path: Path) -> list[int]:
-    script = GREEDY_SCRIPT.format(module=module, cls=cls, options=options)
-    done = subprocess.run([str(python), "-c", script, str(model_path), PROMPT, str(GREEDY_TOKENS)],
+def agreement_inputs() -> dict:
+    """A greedy and a non-greedy continuation, short MMLU questions with letter choices (one token each) and cloze
+    choices (several), perplexity texts and 3-shot arithmetic prompts, all within VLLM_ENGINE's context window."""
+    from harness.quality import tasks
+
+    requests = [(PROMPT, " Paris."), (PROMPT, " Lyon")]  # SmolLM2's greedy continuation, and not
+    for name in ("mmlu", "mmlu_cloze"):
+        prepared = tasks.prepare(tasks.load_task(name), limit=40)
+        short = [i for i, context in enumerate(prepared.contexts) if len(context) < 600][:3]
+        requests += [(prepared.contexts[i], template.format(**prepared.examples[i]))
+                     for i in short for template in prepared.task.choices]
+    perplexity = tasks.prepare(tasks.load_task("perplexity"), limit=2)
+    arithmetic = tasks.prepare(tasks.load_task("arithmetic"), limit=3)
+    return {"prompt": PROMPT, "greedy_tokens": GREEDY_TOKENS, "requests": requests,
+            "texts": [example[perplexity.task.text_field][:800] for example in perplexity.examples],
+            "prompts": arithmetic.contexts}
+
+
+def run_agreement(python: Path | str, module: str, cls: str, options: dict, model_path: Path, asked: dict) -> dict:
+    script = AGREEMENT_SCRIPT.format(module=module, cls=cls, options=options)
+    done = subprocess.run([str(python), "-c", script, str(model_path), json.dumps(asked)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_vllm_and_transformers_generate_the_same_greedy_tokens(smollm2):
-    ours = greedy(sys.executable, "transformers", "TransformersBackend", {}, smollm2.path)
-    theirs = greedy(VLLM_PYTHON, "vllm", "VllmBackend", VLLM_ENGINE, smollm2.path)
-    assert len(ours) == GREEDY_TOKENS and theirs == ours
+def test_vllm_and_transformers_agree_on_tokens_log_likelihoods_and_completions(smollm2):
+    """The same weights in fp32 through both engines: greedy tokens, every request's log-likelihood and greedy flag,
+    rolling log-likelihoods with their token counts, and greedy completions cut at the stop string."""
+    asked = agreement_inputs()
+    ours = run_agreement(sys.executable, "transformers", "TransformersBackend", {}, smollm2.path, asked)
+    theirs = run_agreement(VLLM_PYTHON, "vllm", "VllmBackend", VLLM_ENGINE, smollm2.path, asked)
+    assert len(ours["greedy"]) == GREEDY_TOKENS and theirs["greedy"] == ours["greedy"]
+    assert len(ours["loglikelihoods"]) == len(asked["requests"]) >= 14
+    assert [ll for ll, _ in theirs["loglikelihoods"]] == pytest.approx([ll for ll, _ in ours["loglikelihoods"]],
+                                                                         abs=1e-3)
+    flags = [greedy for _, greedy in ours["loglikelihoods"]]
+    assert [greedy for _, greedy in theirs["loglikelihoods"]] == flags and flags[:2] == [True, False]
+    assert [count for _, count in theirs["rolling"]] == [count for _, count in ours["rolling"]]
+    assert [lp for lp, _ in theirs["rolling"]] == pytest.approx([lp for lp, _ in ours["rolling"]], abs=1e-3)
+    assert theirs["completions"] == ours["completions"] and any(ours["completions"])
 
 
 def test_bench_run_serves_the_model_with_vllm_and_stops_the_server(smollm2, tmp_path):

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 
 from harness.backends.base import BackendInfo, Generation
 from harness.backends.quantize import quantize
+from harness.backends.tokens import Pair, RequestTokens
 from harness.errors import ConfigError
 from harness.hardware import auto_dtype, detect_device, device_name, synchronize
 from harness.measure.memory import MIB
@@ -127,8 +128,7 @@ class TransformersBackend:
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        add_bos = bool(getattr(self.tokenizer, "add_bos_token", False))
-        self._add_bos = add_bos and self.tokenizer.bos_token_id is not None
+        self.tokens = RequestTokens(self.tokenizer)
         self.cache_implementation = options.get("cache_implementation")  # None: transformers' dynamic cache
         self._shape = self._count_parameters()  # before quantization packs the Linear weights out of parameters()
         if options.get("quantize"):
@@ -218,50 +218,14 @@ class TransformersBackend:
         new_ids = out.sequences[:, input_ids.shape[1]:].tolist()
         return Generation(new_ids, t_send, clock.times, _cache_bytes(out.past_key_values))
 
-    def _encode(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        return [self.tokenizer.bos_token_id, *ids] if self._add_bos else ids
-
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Context and continuation tokens as lm-evaluation-harness forms them: trailing spaces of the context move
-        to the continuation, and the continuation is what encoding the whole adds after the context."""
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self._encode(context + continuation)
-        context_ids = self._encode(context)
-        continuation_ids = whole[len(context_ids):]
-        if not context_ids:  # nothing to condition on: start from a document boundary token
-            context_ids = [self.tokenizer.bos_token_id or self.tokenizer.eos_token_id]
-        return context_ids, continuation_ids
-
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
-        return self._loglikelihood_tokens([self._encode_pair(context, continuation)
-                                           for context, continuation in requests])
+        return self._loglikelihood_tokens(self.tokens.pairs(requests))
 
     def loglikelihood_rolling(self, texts: list[str]) -> list[tuple[float, int]]:
-        """Log-likelihood of each whole text and its token count. The first token is predicted from a document
-        boundary token; a text longer than the model's window is scored in chunks of half a window, each chunk
-        conditioned on the half window of tokens before it."""
-        window = min(getattr(self.model.config.get_text_config(), "max_position_embeddings", 2048) or 2048, 2048)
-        boundary = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else \
-            self.tokenizer.eos_token_id
-        pairs, owners = [], []
-        for index, text in enumerate(texts):
-            tokens = self.tokenizer(text, add_special_tokens=False).input_ids
-            step = window // 2
-            for start in range(0, len(tokens), step):
-                context = tokens[max(0, start - step):start] or [boundary]
-                pairs.append((context, tokens[start:start + step]))
-                owners.append(index)
-        totals = [[0.0, 0] for _ in texts]
-        for owner, (_, target), (logprob, _) in zip(owners, pairs, self._loglikelihood_tokens(pairs),
-                                                   strict=True):
-            totals[owner][0] += logprob
-            totals[owner][1] += len(target)
-        return [(logprob, count) for logprob, count in totals]
+        window = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        return self.tokens.rolling(texts, window, self._loglikelihood_tokens)
 
-    def _loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(self, pairs: list[Pair]) -> list[tuple[float, bool]]:
         # The model sees all but the last token of context + continuation. Requests whose inputs are equal (the
         # choices of one question when each is a single token) share one forward pass.
         inputs: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
@@ -329,7 +293,7 @@ class TransformersBackend:
         A token prefix that every prompt shares (a task's few-shot examples) is computed once: its KV cache is
         copied into each batch, and each row is laid out as prefix, padding, its own suffix, with the padding masked
         and positions counted over real tokens only, so every row sees what it would see alone."""
-        encoded = [self._encode(prompt) for prompt in prompts]
+        encoded = [self.tokens.encode(prompt) for prompt in prompts]
         # Every row keeps at least one token of its own, the one generation starts from.
         shared = min(common_prefix_length(encoded), min(len(ids) for ids in encoded) - 1) if self.share_prefixes else 0
         prefix_cache = self._prefix_cache(encoded[0][:shared]) if shared >= MIN_SHARED_PREFIX else None

@@ -16,6 +16,7 @@ from vllm import LLM, SamplingParams
 
 from harness.backends.base import BackendInfo, Generation
 from harness.backends.server import vllm_environment
+from harness.backends.tokens import Pair, RequestTokens
 from harness.hardware import auto_dtype, detect_device, device_name
 from harness.measure.memory import MIB
 
@@ -24,7 +25,7 @@ VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 class VllmBackend:
     name = "vllm"
-    capabilities = frozenset({"token_times"})
+    capabilities = frozenset({"token_times", "loglikelihood", "generation"})
 
     def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
         options = options or {}
@@ -46,6 +47,7 @@ class VllmBackend:
             distributed_executor_backend="ray" if options.get("ray") else None,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.tokens = RequestTokens(self.tokenizer)
         self._ids = itertools.count()
         self.parallel = {"tensor_parallel_size": tensor, "pipeline_parallel_size": pipeline}
 
@@ -82,6 +84,32 @@ class VllmBackend:
                 tokens[output.request_id] = generated
         token_times = [max(column) for column in zip(*times.values(), strict=True)]
         return Generation([tokens[request_id] for request_id in ids], t_send, token_times)
+
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+        return self._loglikelihood_tokens(self.tokens.pairs(requests))
+
+    def loglikelihood_rolling(self, texts: list[str]) -> list[tuple[float, int]]:
+        return self.tokens.rolling(texts, self.llm.llm_engine.model_config.max_model_len, self._loglikelihood_tokens)
+
+    def _loglikelihood_tokens(self, pairs: list[Pair]) -> list[tuple[float, bool]]:
+        """vLLM's prompt log-probabilities of context + continuation: for every prompt token, its log-probability
+        given the tokens before it and its rank (1: the greedy choice). One token is generated and discarded."""
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outputs = self.llm.generate([{"prompt_token_ids": context + continuation} for context, continuation in pairs],
+                                    params, use_tqdm=False)
+        results = []
+        for output, (context, continuation) in zip(outputs, pairs, strict=True):
+            scored = [entry[token] for entry, token in zip(output.prompt_logprobs[len(context):], continuation,
+                                                             strict=True)]
+            results.append((sum(s.logprob for s in scored), all(s.rank == 1 for s in scored)))
+        return results
+
+    def generate_text(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
+        """Greedy completions, each ending before its first stop string (vLLM stops there and leaves it out)."""
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, stop=list(stop) or None)
+        outputs = self.llm.generate([{"prompt_token_ids": self.tokens.encode(prompt)} for prompt in prompts], params,
+                                    use_tqdm=False)
+        return [output.outputs[0].text for output in outputs]
 
     def model_shape(self):
         """None: vLLM keeps its weights in its engine's worker processes."""
