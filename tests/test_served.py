@@ -16,8 +16,10 @@ from harness.backends.openai import OpenAIBackend, http_get, token_times
 from harness.backends.server import LocalServer
 from harness.cli import main
 from harness.config import SCENARIO_DEFAULTS
+from harness.errors import UnavailableError
 from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
+from harness.quality import tasks
 from harness.results.store import read_rows
 from harness.scenarios.served import _window, arrival_offsets, meets_slo, run_served, window_figures
 
@@ -264,3 +266,15 @@ scenarios:
     assert ttft["stats"]["n"] == 2 and ttft["device"] == "cpu"
     assert ttft["backend_info"]["server_kind"] == "transformers"
     assert http_get(ttft["backend_info"]["base_url"], "/health", timeout_s=2)[0] == 0  # stopped with the suite
+
+
+def test_quality_through_a_server_that_gives_no_prompt_log_probabilities(backend, smollm2_backend):
+    """transformers serve: greedy completions equal the in-process ones on the same weights; log-likelihoods, which
+    it cannot give (no token-id prompts, no echo), are refused in one line that says so."""
+    sums = tasks.prepare(tasks.load_task("arithmetic"), limit=3, seed=1234)
+    served = backend.generate_text(sums.contexts, sums.task.max_new_tokens, list(sums.task.stop))
+    assert served == smollm2_backend.generate_text(sums.contexts, sums.task.max_new_tokens, list(sums.task.stop))
+    assert any(served)
+    with pytest.raises(UnavailableError, match="cannot score log-likelihoods") as refused:
+        backend.loglikelihood([("The capital of France is", " Paris")])
+    assert "\n" not in refused.value.message

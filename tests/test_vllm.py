@@ -17,6 +17,7 @@ from conftest import by_load
 
 from harness.backends.openai import http_get
 from harness.cli import main
+from harness.quality import scoring, tasks
 from harness.results.store import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +86,6 @@ print(json.dumps({{"greedy": backend.generate([ids], asked["greedy_tokens"]).new
 def agreement_inputs() -> dict:
     """A greedy and a non-greedy continuation, short MMLU questions with letter choices (one token each) and cloze
     choices (several), perplexity texts and 3-shot arithmetic prompts, all within VLLM_ENGINE's context window."""
-    from harness.quality import tasks
-
     requests = [(PROMPT, " Paris."), (PROMPT, " Lyon")]  # SmolLM2's greedy continuation, and not
     for name in ("mmlu", "mmlu_cloze"):
         prepared = tasks.prepare(tasks.load_task(name), limit=40)
@@ -125,9 +124,11 @@ def test_vllm_and_transformers_agree_on_tokens_log_likelihoods_and_completions(s
     assert theirs["completions"] == ours["completions"] and any(ours["completions"])
 
 
-def test_bench_run_serves_the_model_with_vllm_and_stops_the_server(smollm2, tmp_path):
+def test_bench_run_serves_the_model_with_vllm_and_stops_the_server(smollm2, smollm2_backend, tmp_path):
+    """Served load at two concurrencies, then quality through the same server: MMLU from the prompt's
+    log-probabilities and arithmetic by greedy completions, each equal to transformers' on the same weights."""
     suite = tmp_path / "served-vllm.yaml"
-    args = ["--enforce-eager", "--max-model-len", str(VLLM_ENGINE["max_model_len"])]
+    args = ["--enforce-eager", "--max-model-len", str(LONG_PROMPTS["max_model_len"])]
     suite.write_text(f"""name: served-vllm
 models: ["{smollm2.path}"]
 backends: [openai]
@@ -137,6 +138,8 @@ measure: {{warmup: 1}}
 server: {{launch: vllm, python: "{VLLM_PYTHON}", args: {json.dumps(args)}, start_timeout_s: 600}}
 scenarios:
   - {{name: served, requests: 4, prompt_tokens: 16, output_tokens: 6, concurrency: [1, 2]}}
+  - {{name: quality, task: mmlu, limit: 4}}
+  - {{name: quality, task: arithmetic, limit: 3}}
 """)
     out = tmp_path / "run"
     env_before = dict(os.environ)
@@ -152,4 +155,11 @@ scenarios:
         assert figures["output_tok_s"]["stats"]["server_tokens"] == 4 * 6
     info = rows[0]["backend_info"]
     assert info["server_kind"] == "vllm"
+    quality = {r["metric"]: r for r in read_rows(out / "rows.jsonl") if r["scenario"] == "quality"}
+    assert all(r["status"] == "ok" for r in quality.values())
+    mmlu = tasks.prepare(tasks.load_task("mmlu"), limit=4, seed=1234)
+    assert quality["accuracy"]["stats"]["picks"] == scoring.score(mmlu, smollm2_backend, 1234)[0].extra["picks"]
+    sums = tasks.prepare(tasks.load_task("arithmetic"), limit=3, seed=1234)
+    expected = smollm2_backend.generate_text(sums.contexts, sums.task.max_new_tokens, list(sums.task.stop))
+    assert quality["exact_match"]["stats"]["completions"] == expected and any(expected)
     assert http_get(info["base_url"], "/health", timeout_s=2)[0] == 0  # stopped with the suite

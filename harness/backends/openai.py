@@ -12,11 +12,13 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.backends.base import BackendInfo
+from harness.backends.tokens import Pair, RequestTokens, cut_at_stop
 from harness.errors import ConfigError, UnavailableError, one_line
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -151,6 +153,20 @@ async def _read_events(reader, headers: dict, endpoint: str, stream: Stream) -> 
         stream.error = "stream ended without [DONE] or a finish_reason"
 
 
+def http_post_json(url: str, body: dict, api_key: str | None = None, timeout_s: float = 600.0) -> dict:
+    """The JSON answer to a JSON POST; an HTTP error status or a network failure raises UnavailableError."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace").strip()[:200]
+        raise UnavailableError(f"{url} answered HTTP {exc.code}: {text}") from None
+    except (OSError, ValueError) as exc:
+        raise UnavailableError(f"{url}: {one_line(exc)}") from None
+
+
 def http_get(base_url: str, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
     """Status and body of a GET; status 0 and the reason when the server cannot be reached."""
     try:
@@ -162,13 +178,21 @@ def http_get(base_url: str, path: str, timeout_s: float = 5.0) -> tuple[int, str
         return 0, f"{type(exc).__name__}: {exc}"
 
 
+# Quality requests in flight at once (one prompt each: some servers take no lists), for the server to batch.
+QUALITY_CONCURRENCY = 8
+
+
 class OpenAIBackend:
     """A model behind an OpenAI-compatible server. options["server"]: base_url (required), model_name (what the
     server calls the model; default: the model folder), kind ("vllm", "transformers" or "openai": decides how a
-    fixed output length is asked for), api_key. The tokenizer comes from the model folder."""
+    fixed output length is asked for), api_key. The tokenizer comes from the model folder.
+
+    Quality goes through /v1/completions: log-likelihoods from the prompt's log-probabilities (`echo` with
+    `logprobs`, the prompt sent as token ids, as lm-evaluation-harness's local-completions does; vLLM answers it,
+    `transformers serve` does not), generation as greedy completions of text prompts."""
 
     name = "openai"
-    capabilities = frozenset({"served"})
+    capabilities = frozenset({"served", "loglikelihood", "generation"})
 
     def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
         from transformers import AutoTokenizer
@@ -192,6 +216,11 @@ class OpenAIBackend:
         # vLLM answers /version; a server we started says what it is.
         self.kind = server.get("kind") or ("vllm" if self.version else "openai")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokens = RequestTokens(self.tokenizer)
+        # vLLM lists each model's context length.
+        listed = http_get(self.base_url, "/v1/models")
+        models = json.loads(listed[1]).get("data", []) if listed[0] == 200 else []
+        self.max_model_len = next((m.get("max_model_len") for m in models if m.get("id") == self.model_name), None)
 
     def info(self) -> BackendInfo:
         # The device name is in the comparability key, the URL (its port changes from run to run) is not.
@@ -235,6 +264,54 @@ class OpenAIBackend:
     async def stream(self, endpoint: str, prompt: str, output_tokens: int, timeout_s: float) -> Stream:
         return await stream_request(self.base_url, endpoint, self.request_body(endpoint, prompt, output_tokens),
                                     timeout_s, self.api_key)
+
+    def _complete(self, prompts: list, **fields) -> list[dict]:
+        """Non-streamed greedy /v1/completions of prompts (texts or token id lists), one prompt to a request,
+        QUALITY_CONCURRENCY at a time; each prompt's choice, in order."""
+        url = self.base_url + ENDPOINTS["completions"]
+
+        def complete(prompt) -> dict:
+            answer = http_post_json(url, {"model": self.model_name, "prompt": prompt, "temperature": 0.0, **fields},
+                                    self.api_key)
+            if not answer.get("choices"):
+                raise UnavailableError(f"{url} answered no completion: {json.dumps(answer)[:200]}")
+            return answer["choices"][0]
+
+        with ThreadPoolExecutor(QUALITY_CONCURRENCY) as pool:
+            return list(pool.map(complete, prompts))
+
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+        return self._loglikelihood_tokens(self.tokens.pairs(requests))
+
+    def loglikelihood_rolling(self, texts: list[str]) -> list[tuple[float, int]]:
+        # A pair's tokens and the one token generated after them must fit in the model length.
+        window = self.max_model_len - 1 if self.max_model_len else None
+        return self.tokens.rolling(texts, window, self._loglikelihood_tokens)
+
+    def _loglikelihood_tokens(self, pairs: list[Pair]) -> list[tuple[float, bool]]:
+        """Each prompt token's log-probability comes back with the top one of its position: a continuation is greedy
+        where every token's log-probability is the top one."""
+        cannot = f"the server at {self.base_url} cannot score log-likelihoods (/v1/completions of token ids with " \
+                 "echo and logprobs)"
+        try:
+            choices = self._complete([context + continuation for context, continuation in pairs], echo=True,
+                                     logprobs=1, max_tokens=1)
+        except UnavailableError as exc:
+            raise UnavailableError(f"{cannot}: {exc.message}") from None
+        results = []
+        for choice, (context, continuation) in zip(choices, pairs, strict=True):
+            logprobs = choice.get("logprobs") or {}
+            scored, tops = logprobs.get("token_logprobs") or [], logprobs.get("top_logprobs") or []
+            span = range(len(context), len(context) + len(continuation))
+            if len(scored) < span.stop or len(tops) < span.stop:
+                raise UnavailableError(f"{cannot}: it returned no log-probabilities for the prompt")
+            results.append((sum(scored[j] for j in span), all(scored[j] >= max(tops[j].values()) for j in span)))
+        return results
+
+    def generate_text(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
+        """Greedy completions, each cut at its first stop string (here too, for servers that ignore `stop`)."""
+        choices = self._complete(prompts, max_tokens=max_new_tokens, **({"stop": list(stop)} if stop else {}))
+        return [cut_at_stop(choice.get("text") or "", stop) for choice in choices]
 
     def model_shape(self):
         """None: the weights live in the server's process, not here."""

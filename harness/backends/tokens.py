@@ -1,5 +1,6 @@
-"""The token sequences that log-likelihood requests are scored on, formed as lm-evaluation-harness forms them, for
-every in-process backend: each one then only scores (context ids, continuation ids) pairs."""
+"""Requests as every backend sends them: the token sequences that log-likelihood requests are scored on, formed as
+lm-evaluation-harness forms them (each backend then only scores (context ids, continuation ids) pairs), and
+completions cut at their first stop string."""
 
 from collections.abc import Callable
 
@@ -37,8 +38,9 @@ class RequestTokens:
     def rolling(self, texts: list[str], window: int | None,
                 score: Callable[[list[Pair]], list[tuple[float, bool]]]) -> list[tuple[float, int]]:
         """Log-likelihood of each whole text and its token count. The first token is predicted from the boundary
-        token; a text longer than the window (the model's, at most MAX_ROLLING_WINDOW) is scored in chunks of half a
-        window, each conditioned on the half window of tokens before it. `score` scores the pairs."""
+        token; a text longer than the window (the most tokens a scored pair may hold, at most MAX_ROLLING_WINDOW) is
+        scored in chunks of half a window, each conditioned on the half window of tokens before it. `score` scores
+        the pairs."""
         step = min(window or MAX_ROLLING_WINDOW, MAX_ROLLING_WINDOW) // 2
         pairs, owners = [], []
         for index, text in enumerate(texts):
@@ -51,3 +53,9 @@ class RequestTokens:
             totals[owner][0] += logprob
             totals[owner][1] += len(target)
         return [(logprob, count) for logprob, count in totals]
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """The text before the first of the stop strings that it holds."""
+    cuts = [text.find(s) for s in stop if s in text]
+    return text[:min(cuts)] if cuts else text

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 
 from harness.backends.base import BackendInfo, Generation
 from harness.backends.quantize import quantize
-from harness.backends.tokens import Pair, RequestTokens
+from harness.backends.tokens import Pair, RequestTokens, cut_at_stop
 from harness.errors import ConfigError
 from harness.hardware import auto_dtype, detect_device, device_name, synchronize
 from harness.measure.memory import MIB
@@ -316,8 +316,7 @@ class TransformersBackend:
                 )
             for row, index in enumerate(batch):
                 text = self.tokenizer.decode(out[row, input_ids.shape[1]:], skip_special_tokens=True)
-                cuts = [text.find(s) for s in stop if s in text]
-                completions[index] = text[:min(cuts)] if cuts else text
+                completions[index] = cut_at_stop(text, stop)
         return completions
 
     def _prefix_cache(self, prefix: list[int]):

@@ -89,7 +89,9 @@ class VllmBackend:
         return self._loglikelihood_tokens(self.tokens.pairs(requests))
 
     def loglikelihood_rolling(self, texts: list[str]) -> list[tuple[float, int]]:
-        return self.tokens.rolling(texts, self.llm.llm_engine.model_config.max_model_len, self._loglikelihood_tokens)
+        # A pair's tokens and the one token generated after them must fit in the model length.
+        window = self.llm.llm_engine.model_config.max_model_len - 1
+        return self.tokens.rolling(texts, window, self._loglikelihood_tokens)
 
     def _loglikelihood_tokens(self, pairs: list[Pair]) -> list[tuple[float, bool]]:
         """vLLM's prompt log-probabilities of context + continuation: for every prompt token, its log-probability

@@ -24,9 +24,12 @@ def peak_rss_mib() -> float:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is an allocation refused: Python's MemoryError, torch's OutOfMemoryError (CUDA), or torch's CPU
-    allocator failing (a RuntimeError "can't allocate memory", as under the worker's address-space limit)."""
+    """Whether `exc` is an allocation refused: Python's MemoryError, torch's OutOfMemoryError (CUDA), torch's CPU
+    allocator failing (a RuntimeError "can't allocate memory", as under the worker's address-space limit), or oneDNN
+    (CPU bf16 matmuls) failing to make a primitive, which is how it reports its own refused allocation (seen under
+    --memory-limit: "could not create a primitive")."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(exc, RuntimeError) and any(
+        sign in text for sign in ("out of memory", "can't allocate memory", "could not create a primitive"))
