@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_eval_parity import TASK_DIR, TORCH_DTYPES, lm_eval_env, seconds  # noqa: E402
+from lm_eval_parity import DTYPES, TASK_DIR, lm_eval_env, seconds  # noqa: E402
+
+from harness.backends.server import TORCH_DTYPE_NAMES  # noqa: E402
 
 TASK_NAME = "bench_generation_parity"
 DRIVER = '''\
@@ -86,7 +88,7 @@ def write_task(prepared) -> None:
 def run_lm_eval(python: str, model_path: Path, batch_size: int, dtype: str) -> dict:
     out = TASK_DIR / f"generation_bs{batch_size}.json"
     done = subprocess.run([python, str(TASK_DIR / "generation_driver.py"), str(model_path), str(TASK_DIR),
-                           TASK_NAME, str(batch_size), str(out), TORCH_DTYPES[dtype]], capture_output=True,
+                           TASK_NAME, str(batch_size), str(out), TORCH_DTYPE_NAMES[dtype]], capture_output=True,
                           text=True, env=lm_eval_env())
     if done.returncode != 0:
         raise SystemExit(f"lm-eval failed:\n{done.stderr[-3000:]}")
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1, help="lm-eval's (its default: 1)")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(TORCH_DTYPES))
+    parser.add_argument("--dtype", default="fp32", choices=DTYPES)
     parser.add_argument("--lm-eval-python", default="/work/lmeval-venv/bin/python")
     args = parser.parse_args()
 

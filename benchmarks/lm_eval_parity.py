@@ -26,7 +26,10 @@ import textwrap
 import time
 from pathlib import Path
 
+from harness.backends.server import TORCH_DTYPE_NAMES
+
 TASK_NAME = "bench_mmlu_parity"
+DTYPES = ("bf16", "fp32")  # what both sides are compared in on a CPU
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_task"
 # In fp32, log-likelihoods of the two sides differ by float rounding only (different batch shapes and kernels);
 # anything larger means different tokens or positions. In bf16 there is no such bound: lm-eval takes the
@@ -108,9 +111,6 @@ def write_lm_eval_task(prepared) -> None:
     (TASK_DIR / "driver.py").write_text(DRIVER)
 
 
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-
-
 def lm_eval_env() -> dict:
     """lm-eval's subprocess environment: offline, nothing of this venv's."""
     return {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -121,7 +121,7 @@ def run_lm_eval(python: str, model_path: Path, batch_size: int, dtype: str) -> d
     out = TASK_DIR / f"result_bs{batch_size}.json"
     start = time.perf_counter()
     done = subprocess.run([python, str(TASK_DIR / "driver.py"), str(model_path), str(TASK_DIR), TASK_NAME,
-                           str(batch_size), str(out), TORCH_DTYPES[dtype]], capture_output=True, text=True,
+                           str(batch_size), str(out), TORCH_DTYPE_NAMES[dtype]], capture_output=True, text=True,
                           env=lm_eval_env())
     wall_s = time.perf_counter() - start
     if done.returncode != 0:
@@ -189,7 +189,7 @@ def main() -> None:
                         help="lm-eval batch sizes, comma-separated; the first is the main comparison (lm-eval's "
                              "default is 1)")
     parser.add_argument("--lm-eval-python", default="/work/lmeval-venv/bin/python")
-    parser.add_argument("--dtype", default="auto", choices=["auto", *sorted(TORCH_DTYPES)],
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="both sides' dtype [auto: what bench picks on this CPU, bf16 where it has native bf16 "
                              "(AMX, AVX512-BF16), else fp32]")
     args = parser.parse_args()

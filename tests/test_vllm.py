@@ -145,7 +145,8 @@ scenarios:
     env_before = dict(os.environ)
     assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
     assert dict(os.environ) == env_before
-    rows = [r for r in read_rows(out / "rows.jsonl") if "load" in r["params"]]
+    every_row = read_rows(out / "rows.jsonl")
+    rows = [r for r in every_row if "load" in r["params"]]
     loads = by_load(rows)
     assert set(loads) == {"concurrency=1", "concurrency=2"}
     for figures in loads.values():
@@ -155,7 +156,7 @@ scenarios:
         assert figures["output_tok_s"]["stats"]["server_tokens"] == 4 * 6
     info = rows[0]["backend_info"]
     assert info["server_kind"] == "vllm"
-    quality = {r["metric"]: r for r in read_rows(out / "rows.jsonl") if r["scenario"] == "quality"}
+    quality = {r["metric"]: r for r in every_row if r["scenario"] == "quality"}
     assert all(r["status"] == "ok" for r in quality.values())
     mmlu = tasks.prepare(tasks.load_task("mmlu"), limit=4, seed=1234)
     assert quality["accuracy"]["stats"]["picks"] == scoring.score(mmlu, smollm2_backend, 1234)[0].extra["picks"]

@@ -15,12 +15,10 @@ import vllm
 from vllm import LLM, SamplingParams
 
 from harness.backends.base import BackendInfo, Generation
-from harness.backends.server import vllm_environment
+from harness.backends.server import TORCH_DTYPE_NAMES, vllm_environment
 from harness.backends.tokens import Pair, RequestTokens
 from harness.hardware import auto_dtype, detect_device, device_name
 from harness.measure.memory import MIB
-
-VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 class VllmBackend:
@@ -37,7 +35,7 @@ class VllmBackend:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.update(vllm_environment(dict(os.environ)))
         self.llm = LLM(
-            model=str(model_path), dtype=VLLM_DTYPES[self.dtype], tensor_parallel_size=tensor,
+            model=str(model_path), dtype=TORCH_DTYPE_NAMES[self.dtype], tensor_parallel_size=tensor,
             pipeline_parallel_size=pipeline, seed=0,
             # Off while timing: the same synthetic prompts come back every repetition, and a cache hit would skip
             # the prefill that TTFT and prefill_tok_s are meant to measure.
