@@ -282,7 +282,7 @@ def _cmd_calibrate(args) -> int:
 def _cmd_claims(args) -> int:
     from harness import claims
     from harness.errors import ConfigError
-    from harness.results.store import read_rows
+    from harness.results.merge import load
 
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -293,7 +293,8 @@ def _cmd_claims(args) -> int:
         run_dir = runs[-1]
     if not (run_dir / "rows.jsonl").exists():
         raise ConfigError(f"{run_dir} is not a run folder: it has no rows.jsonl")
-    print(claims.write_report(run_dir, claims.verdicts(read_rows(run_dir / "rows.jsonl"))))
+    rows, _ = load([str(run_dir)])  # rows of any schema version this bench reads, in the current layout
+    print(claims.write_report(run_dir, claims.verdicts(rows)))
     print(f"\nwritten: {run_dir / 'claims.md'}, {run_dir / 'claims.csv'}")
     return 0
 

@@ -74,6 +74,7 @@ class Cell:
             "device": self.device, "device_name": None, "dtype": self.dtype, "task": task,
             "task_version": task_version, "scenario": self.scenario.name,
             "profile": self.machine.profile.name if self.machine.profile else None,
+            "profile_specs": self.machine.profile_specs,
             "off_profile": self.machine.off_profile, "energy_source": None, "fingerprint": fingerprint,
         }
 
@@ -86,6 +87,14 @@ class Machine:
     profile: Profile | None
     off_profile: bool
     profile_reason: str
+
+    @property
+    def profile_specs(self) -> dict:
+        """The profile's figures that verdicts read (harness/claims), carried in every row so that a verdict never
+        depends on the profile files of the machine it is computed on."""
+        profile = self.profile
+        return {"price_usd_per_hour": profile.price_usd_per_hour if profile else None,
+                "interconnect": profile.interconnect if profile else None}
 
     @property
     def limits(self) -> Limits:

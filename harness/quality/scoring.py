@@ -81,8 +81,9 @@ def generation(prepared: Prepared, backend, seed: int) -> list[Score]:
     matches = [float(extract(completion, task.extract) == str(example[task.answer_field]).strip())
                for completion, example in zip(completions, prepared.examples, strict=True)]
     tokens = [float(n) for n in backend.count_tokens(completions)]
+    budget = {"max_new_tokens": task.max_new_tokens, "stop": list(task.stop)}  # what capped each answer
     return [_mean_score("exact_match", matches, seed, completions=completions[:5]),
-            _mean_score("tokens_per_answer", tokens, seed)]
+            _mean_score("tokens_per_answer", tokens, seed, **budget)]
 
 
 def perplexity(prepared: Prepared, backend, seed: int) -> list[Score]:
@@ -102,7 +103,9 @@ def perplexity(prepared: Prepared, backend, seed: int) -> list[Score]:
 
     everything = np.arange(len(texts))
     per_doc = [float(-lp / count) for lp, count in zip(logprobs, tokens, strict=True)]
-    extra = {"tokens": int(tokens.sum()), "bytes": int(sizes.sum())}
+    # Each document's counts beside its mean NLL (the samples), so the interval can be bootstrapped from the row.
+    extra = {"tokens": int(tokens.sum()), "bytes": int(sizes.sum()), "doc_tokens": [int(t) for t in tokens],
+             "doc_bytes": [int(b) for b in sizes]}
     return [Score("perplexity", ppl(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=ppl), extra),
             Score("bits_per_byte", bpb(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=bpb), extra)]
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from harness import claims
+from harness.claims import gap
 from harness.quality.tasks import task_names
 from harness.results.merge import summary_lines
 from harness.results.store import write_atomic
@@ -40,8 +41,7 @@ def entries(rows: list[dict]) -> list[dict]:
     dates = {}
     for row in rows:
         dates[row.get("run_id")] = min(dates.get(row.get("run_id"), row["time"]), row["time"])
-    gaps = {m["task"]: m for m in claims.gap_comparisons()}
-    reference = claims.reference_scores()
+    gaps = claims.leaderboard_gaps()
     found: dict = {}
     for line in summary_lines(rows):
         if line["status"] != "ok":
@@ -64,21 +64,22 @@ def entries(rows: list[dict]) -> list[dict]:
             entry[f"quality_{line['task']}"] = line[line["quality_metric"]]
             if line.get("degenerate"):  # the quality scorer's flag, where the summary has it
                 entry["degenerate"] = " ".join(filter(None, [entry["degenerate"], line["task"]]))
-            _gap(entry, line, gaps.get(line["task"]), reference)
+            _gap(entry, line, gaps.get(line["task"]))
     for entry in found.values():
         total, active = entry.get("total_params"), entry.get("active_params")
         entry["moe"] = bool(total and active and active < total)
     return list(found.values())
 
 
-def _gap(entry: dict, line: dict, mapping: dict | None, reference: list[dict]) -> None:
-    if mapping is None or line.get(mapping["metric"]) is None:
+def _gap(entry: dict, line: dict, group: dict | None) -> None:
+    """Points behind the best closed model of the gap claim's group on the same benchmark and setting."""
+    if group is None or line.get(group["metric"]) is None:
         return
-    closed = claims.closed_scores(reference, mapping["benchmark"], mapping["setting"])
-    if closed:
-        best, gap = claims.gap_to_best_closed(line[mapping["metric"]] * 100, closed)
-        entry.update(gap_to_best_closed_points=round(gap, 1), best_closed_model=f"{best['model']} ({best['score']})",
-                     gap_task=f"{line['task']} ({mapping['benchmark']} {mapping['setting']})")
+    best = gap.best_closed(group, group["reference"])
+    if best:
+        entry.update(gap_to_best_closed_points=round(best["score"] - line[group["metric"]] * 100, 1),
+                     best_closed_model=f"{best['model']} ({best['score']})",
+                     gap_task=f"{line['task']} ({group['name']})")
 
 
 def build(rows: list[dict], out_dir: Path) -> list[Path]:

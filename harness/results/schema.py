@@ -13,7 +13,7 @@ from harness.errors import ConfigError
 
 # Bump when the row layout changes, and teach upgrade() to turn rows of the older version into the new layout
 # (tests/fixtures/rows_v*.jsonl keep a real sample of every version, and the tests read each).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The context fields that decide whether two figures are comparable (METRICS.md, "Rules for every measured figure").
 KEY_FIELDS = (
@@ -64,9 +64,13 @@ def failed_row(context: dict, error: str) -> dict:
 
 def upgrade(row: dict, where: str) -> dict:
     """`row` in the current layout, whatever earlier version wrote it; a row of a version this bench does not know
-    (a newer bench's) is refused rather than misread. Version 1 is the current layout: nothing to convert yet."""
+    (a newer bench's) is refused rather than misread.
+    Version 2 added `profile_specs` (the profile's price per hour and interconnect, which verdicts read); a version 1
+    row gets None for each: unknown, never looked up in today's profile files."""
     version = row.get("schema_version")
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise ConfigError(f"{where}: row schema version {version!r} is not one this bench reads (1 to "
                           f"{SCHEMA_VERSION})", hint="a newer bench wrote it: upgrade bench to read it")
+    if version == 1:
+        row = {**row, "schema_version": 2, "profile_specs": {"price_usd_per_hour": None, "interconnect": None}}
     return row
