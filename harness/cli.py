@@ -218,27 +218,29 @@ def _cmd_run(args) -> int:
 
 def _cmd_models(args) -> int:
     from harness import zoo
+    from harness.results.console import table
 
     if args.models_command == "pull":
         model = zoo.pull(args.name, online=args.online)
         print(f"{args.name}: {model.path} ({model.source}, revision {model.revision[:12]})")
         return 0
-    for entry in zoo.list_models():
-        state = "prepared" if entry["prepared"] else "not prepared"
-        print(f"{entry['alias']:<16} {state:<13} {entry['license']:<12} {entry['description']}")
+    print(table(["model", "state", "license", "description"],
+                [[e["alias"], "prepared" if e["prepared"] else "not prepared", e["license"], e["description"]]
+                 for e in zoo.list_models()]))
     return 0
 
 
 def _cmd_suites(args) -> int:
     from harness.config import load_suite, suite_names
+    from harness.results.console import table
 
-    for name in suite_names():
-        print(f"{name:<12} {load_suite(name).description}")
+    print(table(["suite", "description"], [[name, load_suite(name).description] for name in suite_names()]))
     return 0
 
 
 def _cmd_profiles(args) -> int:
     from harness import profiles
+    from harness.results.console import table
 
     if args.profiles_command == "show":
         profile = profiles.get_profile(args.name)
@@ -251,12 +253,13 @@ def _cmd_profiles(args) -> int:
         found, reason = profiles.detect(device, device_name(device), memory_gb(device))
         print(f"{found.name if found else 'none'}: {reason}")
         return 0
-    row = "{:<15} {:<6} {:>9} {:>14} {:>12} {:>7}  {}"
-    print(row.format("profile", "kind", "memory_GB", "bandwidth_GB/s", "bf16_TFLOP/s", "$/h", "description"))
+    numbers = ("memory_GB", "bandwidth_GB/s", "bf16_TFLOP/s", "$/h")
+    rows = []
     for name in profiles.profile_names():
         p = profiles.get_profile(name)
         figures = [_number(v) for v in (p.memory_gb, p.memory_bandwidth_gbps, p.bf16_tflops, p.price_usd_per_hour)]
-        print(row.format(p.name, p.kind, *figures, p.description))
+        rows.append([p.name, p.kind, *figures, p.description])
+    print(table(["profile", "kind", *numbers, "description"], rows, right=numbers))
     return 0
 
 

@@ -233,9 +233,11 @@ def run_cell(cell: Cell, context: dict, emit) -> None:
     calibration = cell.machine.probe.calibration
     if calibration:
         params = {"copy_mib": calibration.copy_mib, "matmul_n": calibration.matmul_n}
+        # The run's calibration, measured once (or taken from the cache): when, and whether it was cached.
+        when = {"measured_at": calibration.measured_at, "cached": cell.machine.probe.calibration_cached}
         bandwidth, tflops = calibration.bandwidth_stats, calibration.matmul_stats
-        recorder.figure("calibrated_bandwidth_gbps", [calibration.bandwidth_gbps], params, **bandwidth)
-        recorder.figure("calibrated_tflops", [calibration.matmul_tflops], params, **tflops)
+        recorder.figure("calibrated_bandwidth_gbps", [calibration.bandwidth_gbps], params, **bandwidth, **when)
+        recorder.figure("calibrated_tflops", [calibration.matmul_tflops], params, **tflops, **when)
     probe = cell.machine.probe
     for size_mib, seconds in (probe.allreduce_seconds or {}).items():
         recorder.figure("allreduce_busbw_gbps",

@@ -19,7 +19,7 @@ def test_calibration_measures_positive_figures_and_is_cached(tmp_path, monkeypat
     assert first.bandwidth_gbps > 0 and first.matmul_tflops > 0
     assert first.bandwidth_stats["n"] >= 5 and first.matmul_stats["n"] >= 5
     again, cached = calibrate("cpu", "fp32")
-    assert cached and again == first
+    assert cached and again == first  # its measured_at included: a cached calibration keeps its own time
 
 
 def _suite(tmp_path, model, scenarios):
@@ -41,6 +41,9 @@ def test_a_run_on_this_cpu_detects_cpu_and_carries_calibrated_bandwidth_and_mbu(
     by_metric = {row["metric"]: row for row in rows}
     assert {row["profile"] for row in rows} == {"cpu"} and not any(row["off_profile"] for row in rows)
     assert by_metric["calibrated_bandwidth_gbps"]["value"] > 0
+    # The row says when the calibration was measured and whether this run took it from the cache.
+    calibration = by_metric["calibrated_bandwidth_gbps"]["stats"]
+    assert isinstance(calibration["cached"], bool) and calibration["measured_at"] <= rows[0]["time"]
     assert 0 < by_metric["mbu_calibrated"]["value"] <= 1
     assert 0 < by_metric["mfu_calibrated"]["value"] <= 1
     # The generic profile has no datasheet figures or price: those figures are absent, not invented.

@@ -30,7 +30,8 @@ def test_shipped_suites_load():
     assert "allenai/OLMoE-1B-7B-0924" in load_suite("nightly").profile_models["h100-sxm"]
     quick = load_suite("quick")
     assert quick.models == ("smollm2-135m",)
-    assert [s.name for s in quick.scenarios] == ["latency", "throughput", "quality"]
+    assert [s.name for s in quick.scenarios] == ["latency", "throughput", "quality", "quality"]
+    assert [s.params["task"] for s in quick.scenarios[2:]] == ["perplexity", "mmlu"]
     assert quick.measure.repetitions >= 5
 
 

@@ -1,5 +1,6 @@
 """The leaderboard page in a real headless browser (Debian's chromium, driven by Playwright): it loads from disk,
-sorts, shows its plots, and shows a model name that holds markup as text."""
+aggregates repeated runs, sorts, filters, shows human units and each figure's definition, shows its plots, and
+shows a model name that holds markup as text."""
 
 import csv
 import shutil
@@ -43,7 +44,7 @@ def page(result_runs, tmp_path_factory):
 
 
 def _column(tab, name: str) -> list[str]:
-    index = tab.eval_on_selector_all("#leaderboard th", "ths => ths.map(th => th.textContent)").index(name)
+    index = tab.eval_on_selector_all("#leaderboard th", "ths => ths.map(th => th.dataset.column)").index(name)
     return tab.eval_on_selector_all(f"#leaderboard tbody tr td:nth-child({index + 1})",
                                     "tds => tds.map(td => td.textContent)")
 
@@ -51,14 +52,41 @@ def _column(tab, name: str) -> list[str]:
 def test_page_loads_offline_with_every_line(page):
     tab, lines, problems = page
     assert tab.title() == "bench leaderboard"
-    assert len(tab.query_selector_all("#leaderboard tbody tr")) == len(lines) == 4  # 3 runs, one with 2 models
+    # Three runs: `base` and `same` are one configuration (one line of 2 runs); `slowed` has two models.
+    assert len(tab.query_selector_all("#leaderboard tbody tr")) == len(lines) == 3
     assert sorted(_column(tab, "run_id")) == sorted(line["run_id"] for line in lines)
+    assert sorted(_column(tab, "runs")) == ["1", "1", "2"]
     assert problems == []
+
+
+def test_filters_keep_the_lines_of_one_value(page):
+    tab, lines, _ = page
+    dtypes = sorted({line["dtype"] for line in lines})
+    assert len(dtypes) == 2  # the slowed run took the other dtype
+    tab.select_option("#filters select[name=dtype]", dtypes[0])
+    assert set(_column(tab, "dtype")) == {dtypes[0]}
+    assert len(_column(tab, "dtype")) == sum(line["dtype"] == dtypes[0] for line in lines)
+    tab.select_option("#filters select[name=dtype]", "")
+    assert len(_column(tab, "dtype")) == len(lines)
+
+
+def test_human_units_and_definitions_one_click_away(page):
+    from harness.measure.metrics import METRICS
+
+    tab, lines, _ = page
+    total = int(float(lines[0]["total_params"]))  # tiny-dense: 4,065,536 parameters
+    assert f"{total / 1e6:.3g}M" in _column(tab, "total_params")
+    assert all(cell.endswith(" MiB") or cell.endswith(" GiB") for cell in _column(tab, "peak_rss_mib"))
+    tab.click("#leaderboard th[data-column=decode_tok_s] a.definition")
+    assert tab.evaluate("location.hash") == "#def-decode_tok_s"
+    assert tab.text_content("#def-decode_tok_s + dd") == METRICS["decode_tok_s"].definition
+    heading = tab.get_attribute("#leaderboard th[data-column=decode_tok_s]", "title")
+    assert heading == METRICS["decode_tok_s"].definition
 
 
 def test_sorting_by_a_column_orders_its_numbers(page):
     tab, lines, _ = page
-    heading = tab.locator("#leaderboard th", has_text="decode_tok_s").first
+    heading = tab.locator("#leaderboard th[data-column=decode_tok_s]")
     heading.click()
     ascending = [float(v) for v in _column(tab, "decode_tok_s")]
     assert ascending == sorted(ascending) and len(set(ascending)) > 1

@@ -249,3 +249,14 @@ def test_a_csv_source_reads_the_same_records_as_jsonl(tmp_path):
     from_csv = tasks.prepare(tasks.load_task(str(tmp_path / "csv.yaml")), seed=3)
     from_jsonl = tasks.prepare(write_task(tmp_path, body.replace("{SOURCE}", "{jsonl: data.jsonl}"), records), seed=3)
     assert from_csv.examples == from_jsonl.examples and from_csv.contexts == from_jsonl.contexts
+
+
+def test_acc_norm_divides_by_the_characters_of_the_choice_text_as_lm_eval_does():
+    from harness.quality.scoring import choice_characters, normalized_pick
+
+    # " éé" is 2 characters of choice text but 5 UTF-8 bytes with its space; " abcd" is 4 characters, 5 bytes.
+    assert choice_characters(" éé") == 2 and choice_characters(" abcd") == 4 and choice_characters("x") == 1
+    # Per character (lm-eval): -4.0 / 2 = -2.0 against -5.5 / 4 = -1.375, so " abcd". Per byte with the space (the
+    # old rule) it was -4.0 / 5 = -0.8 against -5.5 / 5 = -1.1, so " éé".
+    assert normalized_pick([-4.0, -5.5], [" éé", " abcd"]) == 1
+    assert max(range(2), key=lambda j: [-4.0, -5.5][j] / len([" éé", " abcd"][j].encode())) == 0

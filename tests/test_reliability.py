@@ -239,7 +239,7 @@ def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_p
     assert len(set(cells)) == len(cells) == len(KILL_SUITE)
 
 
-def test_find_max_records_the_largest_that_fits_and_the_first_that_failed(tmp_path, tiny_dense):
+def test_find_max_records_the_largest_that_fits_and_the_first_that_failed(tmp_path, tiny_dense, capsys):
     out = tmp_path / "run"
     search = {"name": "find_max", "prompt_tokens": 1024, "output_tokens": 2, "max_prompt_tokens": 256}
     suite = write_suite(tmp_path / "suite.yaml", ["tiny-dense"], [search])
@@ -247,6 +247,7 @@ def test_find_max_records_the_largest_that_fits_and_the_first_that_failed(tmp_pa
     # under an address-space limit later, smaller trials can fail after larger ones passed (seen here).
     assert main(["run", "--suite", str(suite), "--memory-limit", "1536", "--dtype", "fp32", "--out", str(out),
                  "--no-progress"]) == 0
+    printed = capsys.readouterr().out
     rows = {row["metric"]: row for row in read_rows(out / "rows.jsonl") if row["metric"].startswith("max_")}
     batch, prompt = rows["max_batch_size"], rows["max_prompt_tokens"]
     assert batch["stats"]["memory_limit_mib"] == 1536 and batch["params"]["prompt_tokens"] == 1024
@@ -254,6 +255,16 @@ def test_find_max_records_the_largest_that_fits_and_the_first_that_failed(tmp_pa
     assert batch["stats"]["first_failed"] == batch["value"] + 1 and batch["value"] >= 1, batch
     # One prompt of up to 256 tokens fits: the ceiling, and nothing failed.
     assert prompt["value"] == 256 and prompt["stats"]["first_failed"] is None
+    # The answer is in summary.csv and in the table printed (the registry's columns).
+    import csv
+
+    with open(out / "summary.csv", newline="") as handle:
+        [line] = list(csv.DictReader(handle))
+    assert int(line["max_batch_size"]) == batch["value"] and line["max_prompt_tokens"] == "256"
+    lines = printed.splitlines()
+    top = next(i for i, text in enumerate(lines) if text.startswith("model "))
+    header, body = lines[top], lines[top + 2]
+    assert "max_batch" in header and "max_prompt" in header and f" {int(batch['value'])} " in body and " 256 " in body
 
 
 def test_refused_allocations_count_as_out_of_memory_and_other_errors_do_not():

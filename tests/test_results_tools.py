@@ -146,27 +146,31 @@ def test_compare_refuses_bad_input_in_one_line(result_runs, tmp_path, capsys):
     assert [line.split(":")[0] for line in errors if not line.startswith("hint")] == ["bench"] * 3
 
 
-def test_leaderboard_csv_has_both_runs_and_stable_columns(result_runs, tmp_path):
+def test_leaderboard_aggregates_runs_of_one_configuration_with_stable_columns(result_runs, tmp_path):
     out = tmp_path / "leaderboard"
     runs = [str(result_runs[name]) for name in ("base", "same")]
     assert main(["leaderboard", "build", *runs, "--out", str(out)]) == 0
     (profile_csv,) = sorted(out.glob("leaderboard-*.csv"))
-    lines = _csv(profile_csv)
+    [line] = _csv(profile_csv)  # the same suite, model, dtype and machine twice: one line of two runs
     rows = [read_rows(Path(run) / "rows.jsonl") for run in runs]
-    assert {line["run_id"] for line in lines} == {r[0]["run_id"] for r in rows}
-    by_run = {run_rows[0]["run_id"]: run_rows for run_rows in rows}
-    for line in lines:
-        run_rows = by_run[line["run_id"]]
-        decode = next(r for r in run_rows if r["metric"] == "decode_tok_s" and r["scenario"] == "latency")
-        accuracy = next(r for r in run_rows if r["metric"] == "accuracy")
-        assert float(line["decode_tok_s"]) == pytest.approx(decode["value"], rel=1e-5)
-        assert line["comparability_key"] == decode["key_id"]
-        assert float(line["quality_mmlu"]) == pytest.approx(accuracy["value"], rel=1e-5)
-        assert line["model"] == "tiny-dense" and line["moe"] == "False" and line["run_date"] == decode["time"][:10]
+    assert line["run_id"].split() == sorted(r[0]["run_id"] for r in rows) and line["runs"] == "2"
+    decode = [next(r for r in run_rows if r["metric"] == "decode_tok_s" and r["scenario"] == "latency")
+              for run_rows in rows]
+    accuracy = [next(r for r in run_rows if r["metric"] == "accuracy") for run_rows in rows]
+    # The median of two runs is their mean; the interval is the exact one of the pooled samples.
+    assert float(line["decode_tok_s"]) == pytest.approx(sum(d["value"] for d in decode) / 2, rel=1e-5)
+    pooled = sorted(s for d in decode for s in d["samples"])  # 10 samples: [x(2), x(9)] at 95%
+    assert float(line["decode_tok_s_low"]) == pytest.approx(pooled[1], rel=1e-5)
+    assert float(line["decode_tok_s_high"]) == pytest.approx(pooled[8], rel=1e-5)
+    assert line["comparability_key"] == decode[0]["key_id"] == decode[1]["key_id"]  # one workload, one key
+    assert float(line["quality_mmlu"]) == pytest.approx(sum(a["value"] for a in accuracy) / 2, rel=1e-5)
+    assert line["model"] == "tiny-dense" and line["moe"] == "False"
+    assert line["run_date"] == max(d["time"][:10] for d in decode)
     header = next(csv.reader(profile_csv.open()))
-    for column in ("model", "total_params", "active_params", "backend", "dtype", "decode_tok_s", "ttft_ms", "tpot_ms",
-                   "peak_rss_mib", "j_per_tok", "usd_per_mtok", "quality_mmlu", "gap_to_best_closed_points",
-                   "run_date", "comparability_key"):
+    for column in ("model", "model_revision", "total_params", "active_params", "backend", "dtype", "runs",
+                   "decode_tok_s", "decode_tok_s_low", "decode_tok_s_high", "ttft_ms", "tpot_ms", "peak_rss_mib",
+                   "j_per_tok", "usd_per_mtok", "quality_mmlu", "gap_to_best_closed_points", "run_date",
+                   "comparability_key"):
         assert column in header
     assert (out / "index.html").is_file()
 

@@ -1,9 +1,11 @@
-from harness.results.schema import SCHEMA_VERSION, failed_row, key_id, make_row
+from harness.results.schema import SCHEMA_VERSION, environment, failed_row, key_id, make_row, upgrade
 
 CONTEXT = {
     "run_id": "r1", "cell_id": "c1", "model": "tiny-dense", "model_revision": "abc", "backend": "transformers",
     "backend_version": "5.0", "device": "cpu", "device_name": "AMD EPYC", "dtype": "fp32", "task": "synthetic",
-    "task_version": 1, "scenario": "latency", "profile": None, "fingerprint": {"python": "3.11", "driver": None},
+    "task_version": 1, "scenario": "latency", "profile": None,
+    "profile_specs": {"price_usd_per_hour": None, "interconnect": None},
+    "fingerprint": {"python": "3.11", "driver": None},
 }
 
 
@@ -34,3 +36,23 @@ def test_failed_row_has_no_figure_and_keeps_the_error():
     row = failed_row(CONTEXT, "timeout: killed")
     assert row["status"] == "failed" and row["value"] is None and row["metric"] is None
     assert row["error"] == "timeout: killed" and row["model"] == "tiny-dense"
+
+
+def test_the_key_is_the_workload_not_the_environment():
+    base = make_row(CONTEXT, metric="ttft_ms", unit="ms", formula="ttft.v1", value=1.0, params={"batch_size": 1})
+    upgraded = make_row({**CONTEXT, "backend_version": "5.1", "fingerprint": {"python": "3.12", "driver": "580.1"}},
+                        metric="ttft_ms", unit="ms", formula="ttft.v1", value=1.0, params={"batch_size": 1})
+    assert base["key_id"] == upgraded["key_id"] and "backend_version" not in base["key"]
+    assert environment(base)["backend_version"] == "5.0" and environment(upgraded)["driver"] == "580.1"
+    other_backend = make_row({**CONTEXT, "backend": "vllm"}, metric="ttft_ms", unit="ms", formula="ttft.v1",
+                             value=1.0, params={"batch_size": 1})
+    assert other_backend["key_id"] != base["key_id"]
+
+
+def test_a_version_1_row_gets_the_workload_key_and_unknown_profile_specs():
+    row = make_row(CONTEXT, metric="ttft_ms", unit="ms", formula="ttft.v1", value=1.0, params={"batch_size": 1})
+    old = {**row, "schema_version": 1, "key": {**row["key"], "backend_version": "5.0"}, "key_id": "old"}
+    del old["profile_specs"]
+    new = upgrade(old, "rows.jsonl: row 1")
+    assert new["schema_version"] == 2 and new["key"] == row["key"] and new["key_id"] == row["key_id"]
+    assert new["profile_specs"] == {"price_usd_per_hour": None, "interconnect": None}

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from harness.claims.core import Verdict
+from harness.results.console import table
 from harness.results.store import write_atomic
 from harness.results.tables import csv_text
 
@@ -36,5 +37,4 @@ def write_report(run_dir: Path, results: list[Verdict]) -> str:
     rows = [{"claim": v.claim.id, "verdict": v.verdict, "reason": v.reason,
              "figures": "; ".join(f"{k}={val}" for k, val in v.figures.items())} for v in results]
     write_atomic(run_dir / "claims.csv", csv_text(["claim", "verdict", "reason", "figures"], rows))
-    width = max(len(v.claim.id) for v in results)
-    return "\n".join(f"{v.claim.id:<{width}}  {v.verdict:<13}  {v.reason}" for v in results)
+    return table(["claim", "verdict", "why"], [[v.claim.id, v.verdict, v.reason] for v in results])

@@ -4,6 +4,7 @@ Both use the same warm-up / repetition statistics as every other figure. Results
 and dtype in the bench cache, so a run pays for calibration once; `bench calibrate` measures afresh.
 """
 
+import datetime
 import hashlib
 import json
 import time
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass
 from harness.errors import one_line
 from harness.measure.stats import RepetitionPolicy, summarize
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: records when it was measured
 # Large enough to leave every CPU cache and GPU L2 behind; the matmul large enough to reach the units' peak.
 COPY_MIB = {"cpu": 256, "mps": 1024, "cuda": 1024}
 MATMUL_MAX_N = {"cpu": 2048, "mps": 8192, "cuda": 16384}
@@ -31,6 +32,7 @@ class Calibration:
     matmul_stats: dict
     copy_mib: int
     matmul_n: int
+    measured_at: str  # UTC, ISO 8601: when the figures were measured (a cached calibration keeps its own time)
     version: int = CALIBRATION_VERSION
 
 
@@ -81,8 +83,9 @@ def measure(device: str, dtype: str) -> Calibration:
     bandwidth = summarize(_copy_gbps(device))
     tflops, n = _matmul_tflops(device, dtype)
     matmul = summarize(tflops)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return Calibration(device, device_name(device), dtype, bandwidth["median"], bandwidth, matmul["median"], matmul,
-                       COPY_MIB[device], n)
+                       COPY_MIB[device], n, now)
 
 
 def _cache_file(device: str, dtype: str):

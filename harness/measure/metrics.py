@@ -1,80 +1,127 @@
-"""The metric dictionary in code: every figure's unit and formula id, as ../shared/design/METRICS.md defines them.
-
-A scenario names the metric; the unit and formula come from here, so no two places can disagree.
+"""The metric dictionary: every figure bench writes, once. Its unit, formula id and definition (docs/METRICS.md is
+generated from here: `python -m harness.measure.metrics`), which way is better, the statistic its value is (and so
+its interval), where it shows (summary.csv, the console, the leaderboard), its rank as a quality headline and the
+names peer tools give it. A scenario names the metric; everything downstream of a row reads it from here.
 """
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The peer tools whose names for a figure the registry gives, by the keyword each takes in _m (one definition per
+# name here; the peers' names are aliases, so a user can line bench's figures up with theirs).
+PEERS = {"vllm": "vllm bench", "guidellm": "guidellm", "AIPerf": "AIPerf", "optimum_benchmark": "optimum-benchmark",
+         "llama_bench": "llama-bench", "lm_eval": "lm-eval"}
 
 
 @dataclass(frozen=True)
 class Metric:
     unit: str
     formula: str
-    higher_is_better: bool
+    direction: str  # "higher" or "lower" is better, or "neither" (a count that describes, never judged)
+    definition: str
     # The statistic the row's value is, which its interval is computed for (harness/measure/intervals.py): the
-    # median of repeated timings, the mean of per-example samples, a figure pooled over documents, or an exact count.
+    # median of repeated timings, the mean of per-example samples, a figure pooled over documents, or an exact value.
     statistic: str = "median"
+    console: str | None = None  # its column title in the console table; None: summary.csv only
+    headline: int | None = None  # rank as the headline figure of a quality line (1 first)
+    leaderboard: int | None = None  # its place among the leaderboard's figure columns (the latency line at batch 1)
+    aliases: dict = field(default_factory=dict)
+
+
+def _m(unit, formula, direction, definition, statistic="median", console=None, headline=None, leaderboard=None,
+       **aliases) -> Metric:
+    return Metric(unit, formula, direction, definition, statistic, console, headline, leaderboard,
+                  {PEERS[peer]: name for peer, name in aliases.items()})
 
 
 METRICS: dict[str, Metric] = {
-    "ttft_ms": Metric("ms", "ttft.v1", False),
-    "tpot_ms": Metric("ms", "tpot.v1", False),
-    "e2e_latency_ms": Metric("ms", "e2e.v1", False),
-    "prefill_tok_s": Metric("tok/s", "prefill.v1", True),
-    "decode_tok_s": Metric("tok/s", "decode.v1", True),
-    "peak_rss_mib": Metric("MiB", "rss.v1", False, "exact"),
-    "peak_allocated_mib": Metric("MiB", "torchmem.v1", False, "exact"),
-    "peak_reserved_mib": Metric("MiB", "torchmem.v1", False, "exact"),
-    # Bytes of the weights as loaded (parameters + buffers) and of the KV cache left after a generation.
-    "weights_mib": Metric("MiB", "weights.v1", False, "exact"),
-    "kv_cache_mib": Metric("MiB", "kvcache.v1", False, "exact"),
-    "accuracy": Metric("fraction", "acc.v1", True, "mean"),
-    "acc_norm": Metric("fraction", "acc.v1", True, "mean"),
-    "exact_match": Metric("fraction", "em.v1", True, "mean"),
-    "perplexity": Metric("ratio", "ppl.v1", False, "pooled"),
-    "bits_per_byte": Metric("bits/byte", "ppl.v1", False, "pooled"),
-    "pass_at_1": Metric("fraction", "passk.v1", True, "mean"),
-    # Generated tokens per answer (the model's tokenizer, after the stop string cut).
-    "tokens_per_answer": Metric("tok", "tokens_per_answer.v1", False, "mean"),
-    # Wall time of scoring a quality task (model already loaded).
-    "eval_s": Metric("s", "evaltime.v1", False, "exact"),
-    # Roofline: against the profile's datasheet peak, and against this machine's calibrated peak (_calibrated).
-    "mbu": Metric("fraction", "mbu.v1", True),
-    "mbu_calibrated": Metric("fraction", "mbu.v1", True),
-    "mfu": Metric("fraction", "mfu.v1", True),
-    "mfu_calibrated": Metric("fraction", "mfu.v1", True),
-    # Calibration: bytes read + written per second by a large device copy; 2 n^3 / s for an n x n matmul.
-    "calibrated_bandwidth_gbps": Metric("GB/s", "calib_bw.v1", True),
-    "calibrated_tflops": Metric("TFLOP/s", "calib_flops.v1", True),
-    # All-reduce across every GPU (NCCL), per message size: bytes / s x 2 (n - 1) / n, nccl-tests' bus bandwidth.
-    "allreduce_busbw_gbps": Metric("GB/s", "busbw.v1", True),
-    # Energy of whole generate() calls (prefill + decode) net of idle power, per output token; and its inverse.
-    "energy_j": Metric("J", "energy.v1", False),
-    "j_per_tok": Metric("J", "energy.v1", False),
-    "tok_per_j": Metric("tok/J", "energy.v1", True),
-    # Output tokens per second of whole generate() calls (batch x n / e2e) priced at the profile's rate.
-    "usd_per_mtok": Metric("$", "cost.v1", False),
-    # MoE: the busiest expert's token count over the mean, per layer (samples); the value is the worst layer's.
-    "expert_imbalance": Metric("ratio", "router.v1", False, "exact"),
-    "total_params": Metric("params", "params.v1", False, "exact"),
-    "active_params": Metric("params", "params.v1", False, "exact"),
-    # Served load (an OpenAI-compatible server; one window of requests per load point). Per request: ttft_ms,
-    # tpot_ms, e2e_latency_ms as above; itl_ms pools every gap between consecutive tokens of every request (its row
-    # also carries chunks_per_token: chunks of several tokens make zero gaps).
-    "itl_ms": Metric("ms", "itl.v1", False),
-    "output_tok_s": Metric("tok/s", "output.v1", True),
-    "request_s": Metric("req/s", "reqs.v1", True),
-    "goodput_req_s": Metric("req/s", "goodput.v1", True),
-    # Requests that ended in an HTTP error, a server error event, a timeout or a cut stream (the reasons counted).
-    "failed_requests": Metric("req", "errors.v1", False, "exact"),
-    # The highest Poisson rate whose window met every SLO at its percentile, found by bisection.
-    "slo_max_rate_req_s": Metric("req/s", "slo_rate.v1", True, "exact"),
-    # NVML memory used on the device by the engine's processes (vLLM).
-    "peak_device_mib": Metric("MiB", "nvml.v1", False, "exact"),
-    # find_max: the largest batch size / prompt length whose generation did not run out of memory (first_failed:
-    # the smallest that did).
-    "max_batch_size": Metric("seqs", "findmax.v1", True, "exact"),
-    "max_prompt_tokens": Metric("tok", "findmax.v1", True, "exact"),
+    "ttft_ms": _m("ms", "ttft.v1", "lower", "t_1 - t_send: the first output token's time after the request (batch: "
+                  "after the batch) was sent", console="ttft_ms", leaderboard=2, vllm="TTFT",
+                  guidellm="time_to_first_token_ms", AIPerf="time_to_first_token"),
+    "tpot_ms": _m("ms", "tpot.v1", "lower", "(t_n - t_1) / (n - 1): mean time per output token after the first; "
+                  "undefined (not 0) when n <= 1", console="tpot_ms", leaderboard=3, vllm="TPOT",
+                  guidellm="inter_token_latency_ms", AIPerf="inter_token_latency"),
+    "e2e_latency_ms": _m("ms", "e2e.v1", "lower", "t_n - t_send: the whole request", vllm="E2EL",
+                         guidellm="request_latency", AIPerf="request_latency"),
+    "prefill_tok_s": _m("tok/s", "prefill.v1", "higher", "p x batch / (t_1 - t_send): prompt tokens per second up to "
+                        "the first token, measured directly at the first decode step (device synchronised)",
+                        console="prefill_tok/s", optimum_benchmark="prefill.throughput", llama_bench="pp t/s"),
+    "decode_tok_s": _m("tok/s", "decode.v1", "higher", "batch x (n - 1) / (t_n - t_1) at a fixed n (EOS ignored): "
+                       "output tokens per second after the first, summed over the batch", console="decode_tok/s",
+                       leaderboard=1, optimum_benchmark="decode.throughput", llama_bench="tg t/s"),
+    "peak_rss_mib": _m("MiB", "rss.v1", "lower", "the kernel's high-water mark of the cell worker's resident set "
+                       "(VmHWM)", "exact", console="peak_rss_MiB", leaderboard=4,
+                       optimum_benchmark="memory.max_ram"),
+    "peak_allocated_mib": _m("MiB", "torchmem.v1", "lower", "torch.cuda / torch.mps peak allocated bytes, reset "
+                             "before the phase", "exact", leaderboard=5,
+                             optimum_benchmark="memory.max_allocated"),
+    "peak_reserved_mib": _m("MiB", "torchmem.v1", "lower", "torch.cuda peak reserved bytes (the caching "
+                            "allocator's), reset before the phase", "exact", optimum_benchmark="memory.max_reserved"),
+    "peak_device_mib": _m("MiB", "nvml.v1", "lower", "NVML memory used on the device by the engine's processes "
+                          "(vLLM)", "exact", optimum_benchmark="memory.max_process_vram"),
+    "weights_mib": _m("MiB", "weights.v1", "lower", "bytes of the weights as loaded (parameters + buffers)", "exact"),
+    "kv_cache_mib": _m("MiB", "kvcache.v1", "lower", "bytes of the KV cache left after a generation", "exact"),
+    "accuracy": _m("fraction", "acc.v1", "higher", "share of questions whose highest summed log-likelihood "
+                   "continuation is the right one", "mean", headline=1, lm_eval="acc"),
+    "acc_norm": _m("fraction", "acc_norm.v1", "higher", "as accuracy, each choice's log-likelihood divided by the "
+                   "characters of the choice text (the continuation less its leading space), as lm-eval's acc_norm",
+                   "mean", lm_eval="acc_norm"),
+    "exact_match": _m("fraction", "em.v1", "higher", "share of answers equal to the reference after the task's "
+                      "extraction rule", "mean", headline=2, lm_eval="exact_match"),
+    "pass_at_1": _m("fraction", "passk.v1", "higher", "share of problems whose greedy completion passes its tests "
+                    "in the sandbox", "mean", headline=3, lm_eval="pass@1"),
+    "perplexity": _m("ratio", "ppl.v1", "lower", "exp(-sum log p / tokens), pooled over the documents", "pooled",
+                     headline=4, lm_eval="word_perplexity (per word, not per token)"),
+    "bits_per_byte": _m("bits/byte", "ppl.v1", "lower", "-sum log p / (ln 2 x UTF-8 bytes), pooled over the "
+                        "documents", "pooled", lm_eval="bits_per_byte"),
+    "tokens_per_answer": _m("tok", "tokens_per_answer.v1", "neither", "generated tokens per answer (the model's "
+                            "tokenizer, after the stop-string cut)", "mean"),
+    "eval_s": _m("s", "evaltime.v1", "lower", "wall time of scoring a quality task, the model loaded", "exact"),
+    "mbu": _m("fraction", "mbu.v1", "higher", "(weight bytes + KV bytes read per decode step) x steps/s / the "
+              "profile's datasheet memory bandwidth", console="mbu_sheet"),
+    "mbu_calibrated": _m("fraction", "mbu.v1", "higher", "as mbu, over this machine's calibrated copy bandwidth",
+                         console="mbu_cal"),
+    "mfu": _m("fraction", "mfu.v1", "higher", "2 x active params x prefill tok/s / the profile's datasheet dense "
+              "FLOP/s for the dtype"),
+    "mfu_calibrated": _m("fraction", "mfu.v1", "higher", "as mfu, over this machine's calibrated matmul FLOP/s"),
+    "calibrated_bandwidth_gbps": _m("GB/s", "calib_bw.v1", "higher", "bytes read + written per second by a large "
+                                    "device copy (256 MiB on CPUs, 1 GiB on GPUs)"),
+    "calibrated_tflops": _m("TFLOP/s", "calib_flops.v1", "higher", "2 n^3 / s of an n x n matmul in the run's "
+                            "dtype"),
+    "allreduce_busbw_gbps": _m("GB/s", "busbw.v1", "higher", "all-reduce across every GPU: bytes / s x 2 (n - 1) / "
+                               "n, nccl-tests' bus bandwidth"),
+    "energy_j": _m("J", "energy.v1", "lower", "energy counter delta over whole generate() calls (NVML, or RAPL on "
+                   "CPUs), minus idle power x time measured just before"),
+    "j_per_tok": _m("J", "energy.v1", "lower", "energy_j / output tokens", leaderboard=6,
+                    optimum_benchmark="energy per token"),
+    "tok_per_j": _m("tok/J", "energy.v1", "higher", "output tokens / energy_j"),
+    "usd_per_mtok": _m("$", "cost.v1", "lower", "the profile's price per hour / 3600 / output tok/s of whole "
+                       "generate() calls x 1e6", console="$/Mtok", leaderboard=7),
+    "expert_imbalance": _m("ratio", "router.v1", "lower", "per MoE layer, the busiest expert's token count over "
+                           "the mean (samples); the value is the worst layer's", "exact"),
+    "total_params": _m("params", "params.v1", "neither", "parameters of the model", "exact"),
+    "active_params": _m("params", "params.v1", "neither", "parameters one token computes with (a MoE's unused "
+                        "experts and the embedding lookup left out)", "exact"),
+    "itl_ms": _m("ms", "itl.v1", "lower", "every gap t_(i+1) - t_i over all requests, pooled; chunks of several "
+                 "tokens make zero gaps (chunks_per_token beside it)", vllm="ITL", AIPerf="inter_chunk_latency"),
+    "output_tok_s": _m("tok/s", "output.v1", "higher", "served load: all output tokens / wall time of the measured "
+                       "window", console="output_tok/s", vllm="Output token throughput",
+                       guidellm="output_tokens_per_second", AIPerf="output_token_throughput"),
+    "request_s": _m("req/s", "reqs.v1", "higher", "completed requests / wall time of the measured window",
+                    vllm="Request throughput", guidellm="requests_per_second", AIPerf="request_throughput"),
+    "goodput_req_s": _m("req/s", "goodput.v1", "higher", "requests meeting every stated SLO (ttft, tpot, e2e) / "
+                        "wall time", vllm="Request goodput"),
+    "failed_requests": _m("req", "errors.v1", "lower", "requests that ended in an HTTP error, a server error event, "
+                          "a timeout or a cut stream (the reasons counted)", "exact"),
+    "slo_max_rate_req_s": _m("req/s", "slo_rate.v1", "higher", "the highest Poisson rate whose window met every SLO "
+                             "at its percentile, found by bisection", "exact", console="slo_max_rate"),
+    "max_batch_size": _m("seqs", "findmax.v1", "higher", "the largest batch size (at the search's prompt length) "
+                         "whose generation did not run out of memory; first_failed: the smallest that did", "exact",
+                         console="max_batch"),
+    "max_prompt_tokens": _m("tok", "findmax.v1", "higher", "the largest prompt length (batch 1) whose generation "
+                            "did not run out of memory; first_failed: the smallest that did", "exact",
+                            console="max_prompt"),
 }
 
 
@@ -83,3 +130,45 @@ def metric(name: str) -> Metric:
         return METRICS[name]
     except KeyError:
         raise KeyError(f"metric '{name}' is not in the metric dictionary (harness/measure/metrics.py)") from None
+
+
+def console_columns() -> dict[str, str]:
+    """The metrics of the console table and their titles, in registry order."""
+    return {name: m.console for name, m in METRICS.items() if m.console}
+
+
+def leaderboard_columns() -> list[str]:
+    """The metrics of the leaderboard, in their order."""
+    return sorted((name for name, m in METRICS.items() if m.leaderboard), key=lambda name: METRICS[name].leaderboard)
+
+
+def headlines() -> list[str]:
+    """Quality figures that head a quality line, best first."""
+    return sorted((name for name, m in METRICS.items() if m.headline), key=lambda name: METRICS[name].headline)
+
+
+DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "METRICS.md"
+RULES_MARK = "Rules for every measured figure:"
+
+
+def dictionary_table() -> str:
+    """The registry as the Markdown table at the head of docs/METRICS.md."""
+    lines = ["| name | unit | formula id | better | statistic | definition | peers' names |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in METRICS.items():
+        peers = "; ".join(f"{peer}: {alias}" for peer, alias in m.aliases.items())
+        lines.append(f"| {name} | {m.unit} | {m.formula} | {m.direction} | {m.statistic} | {m.definition} | "
+                     f"{peers} |")
+    return "\n".join(lines)
+
+
+def document(current: str) -> str:
+    """docs/METRICS.md with its table made from the registry; the prose around the table is kept."""
+    head, rest = current.split("<!-- registry -->", 1)
+    rules = rest[rest.index(RULES_MARK):]
+    return f"{head}<!-- registry -->\n{dictionary_table()}\n\n{rules}"
+
+
+if __name__ == "__main__":  # python -m harness.measure.metrics: rewrite docs/METRICS.md's table from the registry
+    DOC.write_text(document(DOC.read_text()))
+    sys.stdout.write(f"written: {DOC}\n")

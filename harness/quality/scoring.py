@@ -27,8 +27,8 @@ def _mean_score(metric: str, samples: list[float], seed: int, **extra) -> Score:
 
 
 def multiple_choice(prepared: Prepared, backend, seed: int) -> list[Score]:
-    """acc: the choice with the highest summed log-likelihood; acc_norm: the highest per byte of the choice's text
-    (lm-evaluation-harness divides by characters; bytes equal characters for the ASCII choices of these tasks)."""
+    """acc: the choice with the highest summed log-likelihood; acc_norm: the highest per character of the choice's
+    text, as lm-evaluation-harness divides (the continuation less its leading space: lm-eval's target delimiter)."""
     task, k = prepared.task, len(prepared.task.choices)
     requests = [(context, template.format(**example))
                 for context, example in zip(prepared.contexts, prepared.examples, strict=True)
@@ -37,11 +37,22 @@ def multiple_choice(prepared: Prepared, backend, seed: int) -> list[Score]:
     picks, picks_norm = [], []
     for index in range(len(prepared.examples)):
         lls = scored[index * k:(index + 1) * k]
-        lengths = [len(continuation.encode()) for _, continuation in requests[index * k:(index + 1) * k]]
         picks.append(max(range(k), key=lambda j, lls=lls: lls[j]))  # first on ties
-        picks_norm.append(max(range(k), key=lambda j, lls=lls, lengths=lengths: lls[j] / lengths[j]))
+        picks_norm.append(normalized_pick(lls, [continuation for _, continuation in requests[index * k:
+                                                                                               (index + 1) * k]]))
     golds = [example[task.answer_field] for example in prepared.examples]
     return [choice_score("accuracy", picks, golds, k, seed), choice_score("acc_norm", picks_norm, golds, k, seed)]
+
+
+def choice_characters(continuation: str) -> int:
+    """Characters (code points, not bytes) of a choice's text: its continuation without the one leading space that
+    separates it from the question. Never 0, so an empty choice divides by 1."""
+    return max(1, len(continuation[1:] if continuation.startswith(" ") else continuation))
+
+
+def normalized_pick(lls: list[float], continuations: list[str]) -> int:
+    """acc_norm's pick: the highest log-likelihood per character of the choice's text (the first on ties)."""
+    return max(range(len(lls)), key=lambda j: lls[j] / choice_characters(continuations[j]))
 
 
 # A run is degenerate when one choice takes more than this share of the picks.
@@ -88,7 +99,8 @@ def generation(prepared: Prepared, backend, seed: int) -> list[Score]:
 
 def perplexity(prepared: Prepared, backend, seed: int) -> list[Score]:
     """Token perplexity exp(-sum log p / tokens) and bits per byte -sum log p / (ln 2 x UTF-8 bytes), pooled over
-    the documents; the standard error resamples documents."""
+    the documents; the standard error resamples documents. Beside each, what a model that knew nothing would score
+    (`uniform`: every token of the prompt pool equally likely), so a figure says how far from no knowledge it is."""
     texts = [example[prepared.task.text_field] for example in prepared.examples]
     scored = backend.loglikelihood_rolling(texts)
     logprobs = np.array([logprob for logprob, _ in scored])
@@ -106,8 +118,12 @@ def perplexity(prepared: Prepared, backend, seed: int) -> list[Score]:
     # Each document's counts beside its mean NLL (the samples), so the interval can be bootstrapped from the row.
     extra = {"tokens": int(tokens.sum()), "bytes": int(sizes.sum()), "doc_tokens": [int(t) for t in tokens],
              "doc_bytes": [int(b) for b in sizes]}
-    return [Score("perplexity", ppl(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=ppl), extra),
-            Score("bits_per_byte", bpb(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=bpb), extra)]
+    vocabulary = len(backend.prompt_token_pool())
+    uniform_bpb = math.log2(vocabulary) * tokens.sum() / sizes.sum()
+    return [Score("perplexity", ppl(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=ppl),
+                  {**extra, "uniform": float(vocabulary)}),
+            Score("bits_per_byte", bpb(everything), per_doc, bootstrap_stderr(per_doc, seed, statistic=bpb),
+                  {**extra, "uniform": float(uniform_bpb)})]
 
 
 def code(prepared: Prepared, backend, seed: int) -> list[Score]:

@@ -12,15 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.errors import ConfigError
-from harness.results.schema import KEY_FIELDS
+from harness.measure.metrics import metric
+from harness.results.console import table
+from harness.results.schema import ENVIRONMENT_FIELDS, KEY_FIELDS, environment
 
-# Which way is better, per figure; a figure in neither set (parameter counts) is reported but never judged.
-HIGHER_IS_BETTER = {"prefill_tok_s", "decode_tok_s", "output_tok_s", "request_s", "goodput_req_s", "tok_per_j",
-                    "accuracy", "acc_norm", "exact_match", "pass_at_1", "mbu", "mbu_calibrated", "mfu",
-                    "mfu_calibrated", "calibrated_bandwidth_gbps", "calibrated_tflops"}
-LOWER_IS_BETTER = {"ttft_ms", "tpot_ms", "itl_ms", "e2e_latency_ms", "peak_rss_mib", "peak_allocated_mib",
-                   "peak_reserved_mib", "peak_device_mib", "weights_mib", "kv_cache_mib", "energy_j", "j_per_tok",
-                   "usd_per_mtok", "perplexity", "bits_per_byte", "eval_s", "expert_imbalance"}
 # Figures of time and speed read "faster"/"slower"; the others "better"/"worse".
 SPEED_UNITS = {"ms", "tok/s", "req/s", "s"}
 RESAMPLES = 2000
@@ -52,14 +47,15 @@ def _groups(rows: list[dict], ignore: tuple[str, ...]) -> dict[str, list[dict]]:
     return groups
 
 
-def _statistic(rows: list[dict]):
-    """Quality figures (with a bootstrap stderr over examples) are means of their samples; timed figures medians."""
-    return np.mean if rows[0]["stats"].get("stderr") is not None else np.median
-
-
-def _samples(rows: list[dict]) -> np.ndarray:
-    """The raw samples of every row of one side, pooled (a side may hold several nights of the same figure)."""
-    return np.asarray([s for row in rows for s in row["samples"] if s is not None], dtype=float)
+def _side(rows: list[dict]) -> tuple[np.ndarray, object]:
+    """One side's samples (pooled over its rows: several nights of one figure) and the statistic its metric reports
+    (the registry's): the median of timings, the mean of per-example samples. A pooled figure (perplexity) and an
+    exact one (weights, the worst MoE layer) are compared by their rows' values, without an interval."""
+    kind = metric(rows[0]["metric"]).statistic
+    if kind in ("median", "mean"):
+        samples = np.asarray([s for row in rows for s in row["samples"] if s is not None], dtype=float)
+        return samples, np.median if kind == "median" else np.mean
+    return np.asarray([row["value"] for row in rows], dtype=float), np.mean
 
 
 def _interval(base: np.ndarray, new: np.ndarray, statistic, seed: int) -> tuple[float, float]:
@@ -75,7 +71,7 @@ def _interval(base: np.ndarray, new: np.ndarray, statistic, seed: int) -> tuple[
     return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
-def _verdict(metric: str, unit: str | None, change: float | None, low: float | None, high: float | None,
+def _verdict(name: str, unit: str | None, change: float | None, low: float | None, high: float | None,
              threshold: float) -> tuple[str, bool]:
     """The verdict and whether it is a regression. Without an interval (a side with one sample: weights, memory),
     the threshold stands in for the noise."""
@@ -85,9 +81,10 @@ def _verdict(metric: str, unit: str | None, change: float | None, low: float | N
         return ("unchanged" if change == 0 else "within threshold, one sample"), False
     if low is not None and (math.isnan(low) or low <= 0 <= high):  # the interval holds no change
         return "within noise", False
-    if metric not in HIGHER_IS_BETTER and metric not in LOWER_IS_BETTER:
+    direction = metric(name).direction
+    if direction == "neither":
         return "changed", False
-    improved = (change > 0) == (metric in HIGHER_IS_BETTER)
+    improved = (change > 0) == (direction == "higher")
     word = ("faster" if improved else "slower") if unit in SPEED_UNITS else ("better" if improved else "worse")
     regressed = not improved and abs(change) > threshold
     return word + (", one sample" if low is None else ""), regressed
@@ -109,12 +106,12 @@ def compare(base_rows: list[dict], new_rows: list[dict], threshold: float = 0.1,
         new = new_groups.get(group)
         if not new:
             continue
-        statistic = _statistic(base)
-        base_samples, new_samples = _samples(base), _samples(new)
+        (base_samples, statistic), (new_samples, _) = _side(base), _side(new)
         base_value, new_value = float(statistic(base_samples)), float(statistic(new_samples))
         change = new_value / base_value - 1 if base_value else None
         low = high = None
-        if change is not None and base_samples.size > 1 and new_samples.size > 1:
+        sampled = metric(base[0]["metric"]).statistic in ("median", "mean")
+        if change is not None and sampled and base_samples.size > 1 and new_samples.size > 1:
             low, high = _interval(base_samples, new_samples, statistic, seed)
         verdict, regressed = _verdict(base[0]["metric"], base[0].get("unit"), change, low, high, threshold)
         changes.append(Change(base[0], base[0]["metric"], base_value, new_value, change, low, high, verdict,
@@ -123,8 +120,21 @@ def compare(base_rows: list[dict], new_rows: list[dict], threshold: float = 0.1,
         "only_base": sum(len(rows) for g, rows in base_groups.items() if g not in new_groups),
         "only_new": sum(len(rows) for g, rows in new_groups.items() if g not in base_groups),
         "differs": _differing_fields(base_groups, new_groups),
+        "environment": environment_changes({g for g in base_groups if g in new_groups}, base_groups, new_groups),
     }
     return changes, unpaired
+
+
+def environment_changes(paired: set[str], base_groups: dict, new_groups: dict) -> list[str]:
+    """What differs in the environment of the two sides' paired figures ("transformers 5.24.0 -> 5.25.0"): rows
+    pair across it, and the report says so first."""
+    changes = []
+    for name in ENVIRONMENT_FIELDS:
+        base, new = (sorted({str(environment(row)[name]) for group in paired for row in groups[group]})
+                     for groups in (base_groups, new_groups))
+        if base != new:
+            changes.append(f"{name} {', '.join(base)} -> {', '.join(new)}")
+    return changes
 
 
 def _differing_fields(base_groups: dict, new_groups: dict) -> dict[str, tuple[list, list]]:
@@ -143,7 +153,7 @@ def _percent(value: float | None) -> str:
 
 
 def report(changes: list[Change], unpaired: dict, ignore: tuple[str, ...], threshold: float) -> str:
-    lines = []
+    lines = [f"ENVIRONMENT CHANGED (paired across it): {change}" for change in unpaired["environment"]]
     for field in ignore:
         base, new = unpaired["differs"].get(field, (["(same)"], ["(same)"]))
         lines.append(f"PAIRED ACROSS {field.upper()} (--ignore {field}): BASE {', '.join(base)}  "
@@ -156,9 +166,7 @@ def report(changes: list[Change], unpaired: dict, ignore: tuple[str, ...], thres
                      str(params.get("batch_size", "")), c.metric, f"{c.base_value:.4g}", f"{c.new_value:.4g}",
                      _percent(c.change), f"[{_percent(c.low)}, {_percent(c.high)}]" if c.low is not None else "",
                      c.verdict + (f" (beyond {threshold * 100:g}%)" if c.regressed else "")])
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-              for row in [header, *body]]
+    lines.append(table(header, body))
     counts: dict[str, int] = {}
     for c in changes:
         counts[c.verdict] = counts.get(c.verdict, 0) + 1

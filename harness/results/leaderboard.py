@@ -10,24 +10,26 @@ import base64
 import html
 import io
 import json
+import math
+import statistics
 from pathlib import Path
 
 from harness import claims
 from harness.claims import gap
+from harness.measure.intervals import median_interval
+from harness.measure.metrics import METRICS, leaderboard_columns
 from harness.quality.tasks import task_names
 from harness.results.merge import summary_lines
 from harness.results.store import write_atomic
 from harness.results.tables import QUALITY_HEADLINE, csv_text
 
 TEMPLATE = Path(__file__).with_name("leaderboard.html")
-HEAD_COLUMNS = ["profile", "model", "total_params", "active_params", "moe", "backend", "dtype", "device_name",
-                "decode_tok_s", "ttft_ms", "tpot_ms", "peak_rss_mib", "peak_allocated_mib", "j_per_tok",
-                "usd_per_mtok"]
+# Speed, memory, energy and cost from the latency line at batch 1: the registry's leaderboard figures.
+SPEED_COLUMNS = leaderboard_columns()
+HEAD_COLUMNS = ["profile", "model", "model_revision", "total_params", "active_params", "moe", "backend", "dtype",
+                "device_name", "runs", *SPEED_COLUMNS, "decode_tok_s_low", "decode_tok_s_high"]
 TAIL_COLUMNS = ["degenerate", "gap_to_best_closed_points", "best_closed_model", "gap_task", "run_date", "run_id",
                 "comparability_key"]
-# Taken from the latency line at batch 1.
-SPEED_COLUMNS = ("decode_tok_s", "ttft_ms", "tpot_ms", "peak_rss_mib", "peak_allocated_mib", "j_per_tok",
-                 "usd_per_mtok")
 
 
 def columns(entries: list[dict]) -> list[str]:
@@ -37,26 +39,40 @@ def columns(entries: list[dict]) -> list[str]:
 
 
 def entries(rows: list[dict]) -> list[dict]:
-    """Leaderboard lines (with `_batches`: batch size -> decode tok/s, and `_quality`: task -> figure, for plots)."""
-    dates = {}
+    """Leaderboard lines: the runs of one configuration (profile, model and its weights, backend, dtype, device) as
+    one line, each figure the median over its runs, with the run count and the runs' ids; decode speed with the
+    95% interval of its pooled samples. `_batches` (batch size -> decode tok/s) and `_quality` (task -> figure) feed
+    the plots."""
+    groups: dict = {}
+    for entry in _run_entries(rows):
+        ident = tuple(entry[k] for k in ("profile", "model", "model_revision", "backend", "dtype", "device_name"))
+        groups.setdefault(ident, []).append(entry)
+    return [_aggregate(group) for group in groups.values()]
+
+
+def _run_entries(rows: list[dict]) -> list[dict]:
+    """One line per run, model, backend and dtype (with its decode samples, for the interval)."""
+    dates, decode = {}, {}
     for row in rows:
         dates[row.get("run_id")] = min(dates.get(row.get("run_id"), row["time"]), row["time"])
+        if row.get("metric") == "decode_tok_s":
+            decode[(row.get("run_id"), row["key_id"])] = row["samples"]
     gaps = claims.leaderboard_gaps()
     found: dict = {}
     for line in summary_lines(rows):
-        if line["status"] != "ok":
+        if line["status"] != "ok" or line["engine_step"]:  # a step of an engine-settings ladder is no configuration
             continue
         ident = (line["run_id"], line["model"], line["backend"], line["dtype"], line["profile"])
         entry = found.setdefault(ident, {
-            "profile": line["profile"] or "none", "model": line["model"], "backend": line["backend"],
-            "dtype": line["dtype"], "device_name": line["device_name"], "run_id": line["run_id"],
-            "run_date": dates[line["run_id"]][:10], "_batches": {}, "_quality": {}, "degenerate": None})
+            "profile": line["profile"] or "none", "model": _model_label(line), "model_revision":
+            line["model_revision"], "backend": line["backend"], "dtype": line["dtype"], "device_name":
+            line["device_name"], "run_id": line["run_id"], "run_date": dates[line["run_id"]][:10], "_batches": {},
+            "_quality": {}, "_decode": [], "degenerate": None})
         for name in ("total_params", "active_params"):
             entry[name] = entry.get(name) or line.get(name)
-        if line["engine_step"]:
-            continue
         if line["scenario"] == "latency" and line["batch_size"] == 1 and "decode_tok_s" not in entry:
             entry.update({name: line.get(name) for name in SPEED_COLUMNS}, comparability_key=line["key_id"])
+            entry["_decode"] = decode.get((line["run_id"], line["key_id"]), [])
         elif line["scenario"] == "throughput" and line.get("decode_tok_s") is not None:
             entry["_batches"][line["batch_size"]] = line["decode_tok_s"]
         elif line["scenario"] == "quality" and line.get("quality_metric") in QUALITY_HEADLINE:
@@ -69,6 +85,33 @@ def entries(rows: list[dict]) -> list[dict]:
         total, active = entry.get("total_params"), entry.get("active_params")
         entry["moe"] = bool(total and active and active < total)
     return list(found.values())
+
+
+def _model_label(line: dict) -> str:
+    """A model from a local folder is shown by the folder's name (its weights hash is its own column); the rows keep
+    the path, which a published page should not show."""
+    return Path(line["model"]).name if line.get("model_source") == "local" else line["model"]
+
+
+def _aggregate(group: list[dict]) -> dict:
+    line = {k: v for k, v in group[0].items()}
+    for name in {k for entry in group for k, v in entry.items() if isinstance(v, int | float)
+                 and not isinstance(v, bool)}:
+        values = [entry[name] for entry in group if isinstance(entry.get(name), int | float)]
+        line[name] = statistics.median(values) if values else None
+    for nested in ("_batches", "_quality"):
+        keys = {k for entry in group for k in entry[nested]}
+        line[nested] = {k: statistics.median(e[nested][k] for e in group if k in e[nested]) for k in keys}
+    samples = [s for entry in group for s in entry["_decode"] if s is not None]
+    low, high = median_interval(samples) if samples else (None, None)
+    line.update(runs=len(group), run_id=" ".join(sorted(e["run_id"] for e in group)),
+                run_date=max(e["run_date"] for e in group),
+                decode_tok_s_low=low if low is not None and math.isfinite(low) else None,
+                decode_tok_s_high=high if high is not None and math.isfinite(high) else None,
+                comparability_key=" ".join(sorted({e["comparability_key"] for e in group
+                                                   if e.get("comparability_key")})) or None,
+                degenerate=" ".join(sorted({t for e in group for t in (e["degenerate"] or "").split()})) or None)
+    return line
 
 
 def _gap(entry: dict, line: dict, group: dict | None) -> None:
@@ -97,8 +140,31 @@ def build(rows: list[dict], out_dir: Path) -> list[Path]:
     return [*written, page]
 
 
+# The columns the page can filter by, and the units it shows in human form (135M params, 657 MiB).
+FILTERS = ("profile", "model", "backend", "dtype")
+
+
+def definitions(names: list[str]) -> dict[str, dict]:
+    """Each column's definition and unit for the page: metrics from the registry, the others described here."""
+    described = {**{name: {"definition": m.definition, "unit": m.unit} for name, m in METRICS.items()},
+                 "decode_tok_s_low": {"definition": "lower end of the 95% interval of decode_tok_s's median (exact "
+                                                    "order statistics over every run's samples)", "unit": "tok/s"},
+                 "decode_tok_s_high": {"definition": "upper end of that interval", "unit": "tok/s"},
+                 "runs": {"definition": "how many runs of this configuration the line aggregates (each figure is "
+                                        "the median over them)", "unit": ""},
+                 "model_revision": {"definition": "hash of the model's weights files", "unit": ""},
+                 "gap_to_best_closed_points": {"definition": "points behind the best closed model's published "
+                                                             "score on the same benchmark and setting", "unit": "pt"}}
+    for name in names:
+        if name.startswith("quality_"):
+            described[name] = {"definition": f"the headline figure of task {name[8:]} (accuracy, exact match, "
+                                             "pass@1 or perplexity)", "unit": ""}
+    return {name: described[name] for name in names if name in described}
+
+
 def render_page(lines: list[dict], names: list[str]) -> str:
-    data = {"columns": names, "rows": [{name: line.get(name) for name in names} for line in lines]}
+    data = {"columns": names, "rows": [{name: line.get(name) for name in names} for line in lines],
+            "definitions": definitions(names), "filters": list(FILTERS)}
     # JSON inside <script>: escaping <, > and & keeps any text (a model name with markup) from closing the element.
     payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     figures = "\n".join(_figure(title, image, why) for title, image, why in plots(lines))

@@ -15,18 +15,28 @@ from harness.errors import ConfigError
 # (tests/fixtures/rows_v*.jsonl keep a real sample of every version, and the tests read each).
 SCHEMA_VERSION = 2
 
-# The context fields that decide whether two figures are comparable (METRICS.md, "Rules for every measured figure").
+# The context fields that decide whether two figures are comparable: the workload (docs/METRICS.md). The
+# environment (backend version, driver, torch, bench's revision: ENVIRONMENT_FIELDS) is recorded with every row but
+# is not part of the key, so two nights pair across an upgrade and compare reports what changed.
 KEY_FIELDS = (
-    "profile", "device_name", "driver", "backend", "backend_version", "dtype", "model", "model_revision",
-    "task", "task_version", "scenario",
+    "profile", "device_name", "backend", "dtype", "model", "model_revision", "task", "task_version", "scenario",
 )
+# Where each environment field lives: the row itself or its fingerprint.
+ENVIRONMENT_FIELDS = {"backend_version": "row", "bench": "fingerprint", "git_revision": "fingerprint",
+                      "python": "fingerprint", "torch": "fingerprint", "transformers": "fingerprint",
+                      "accelerate": "fingerprint", "driver": "fingerprint", "platform": "fingerprint"}
 
 
 def comparability_key(context: dict, params: dict) -> dict:
     key = {field: context.get(field) for field in KEY_FIELDS}
-    key["driver"] = (context.get("fingerprint") or {}).get("driver")
     key["params"] = params
     return key
+
+
+def environment(row: dict) -> dict:
+    """The row's environment: the versions and revision it was measured under (not part of its key)."""
+    return {name: (row if where == "row" else row.get("fingerprint") or {}).get(name)
+            for name, where in ENVIRONMENT_FIELDS.items()}
 
 
 def key_id(key: dict) -> str:
@@ -66,11 +76,14 @@ def upgrade(row: dict, where: str) -> dict:
     """`row` in the current layout, whatever earlier version wrote it; a row of a version this bench does not know
     (a newer bench's) is refused rather than misread.
     Version 2 added `profile_specs` (the profile's price per hour and interconnect, which verdicts read); a version 1
-    row gets None for each: unknown, never looked up in today's profile files."""
+    row gets None for each: unknown, never looked up in today's profile files. Version 2's key is the workload only:
+    a version 1 row's key (which held backend_version and the driver) is made anew from its fields."""
     version = row.get("schema_version")
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise ConfigError(f"{where}: row schema version {version!r} is not one this bench reads (1 to "
                           f"{SCHEMA_VERSION})", hint="a newer bench wrote it: upgrade bench to read it")
     if version == 1:
-        row = {**row, "schema_version": 2, "profile_specs": {"price_usd_per_hour": None, "interconnect": None}}
+        key = comparability_key(row, row.get("params") or {})
+        row = {**row, "schema_version": 2, "profile_specs": {"price_usd_per_hour": None, "interconnect": None},
+               "key": key, "key_id": key_id(key)}
     return row

@@ -4,28 +4,22 @@ import csv
 import io
 from pathlib import Path
 
+from harness.measure.metrics import METRICS, console_columns, headlines
+from harness.results.console import table
 from harness.results.store import write_atomic
 
 CONTEXT_COLUMNS = ["run_id", "model", "backend", "device", "device_name", "dtype", "profile", "off_profile", "task",
-                   "scenario", "model_revision", "energy_source"]
-FIGURE_COLUMNS = [
-    "ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mib", "weights_mib",
-    "kv_cache_mib", "peak_allocated_mib", "accuracy", "acc_norm", "exact_match", "pass_at_1", "perplexity",
-    "bits_per_byte", "eval_s", "total_params", "active_params", "mbu", "mbu_calibrated",
-    "mfu", "mfu_calibrated", "expert_imbalance", "calibrated_bandwidth_gbps", "calibrated_tflops", "energy_j",
-    "j_per_tok", "tok_per_j",
-    "usd_per_mtok", "itl_ms", "output_tok_s", "request_s", "goodput_req_s", "failed_requests",
-]
-# The figure a quality line is headed by in the console, with its standard error.
-QUALITY_HEADLINE = ("accuracy", "exact_match", "pass_at_1", "perplexity")
+                   "scenario", "model_revision", "model_source", "energy_source"]
+# Every figure of the metric dictionary, in its order; the figure a quality line is headed by, best first.
+FIGURE_COLUMNS = list(METRICS)
+QUALITY_HEADLINE = headlines()
 # Whether a multiple-choice headline means anything (harness.quality.scoring.choice_score), from its row's stats.
 DEGENERACY_FIELDS = ("majority_baseline", "top_choice_share", "degenerate")
 SUMMARY_COLUMNS = [
     *CONTEXT_COLUMNS[:6], "task", "scenario", "engine_step", "batch_size", "load", "prompt_tokens", "output_tokens",
     *FIGURE_COLUMNS,
-    "quality_metric", "quality_stderr", *DEGENERACY_FIELDS, "samples", "status", "error", "profile", "off_profile",
-    "energy_source",
-    "model_revision", "key_id",
+    "quality_metric", "quality_stderr", "quality_uniform", *DEGENERACY_FIELDS, "samples", "status", "error", "profile",
+    "off_profile", "energy_source", "model_revision", "key_id",
 ]
 
 
@@ -68,6 +62,7 @@ def _line(first: dict, params: dict, figures: dict) -> dict:
     quality = next((figures[m] for m in QUALITY_HEADLINE if m in figures), None)
     if quality:
         line["quality_metric"], line["quality_stderr"] = quality["metric"], quality["stats"].get("stderr")
+        line["quality_uniform"] = quality["stats"].get("uniform")  # what a model that knew nothing would score
         line.update({name: quality["stats"].get(name) for name in DEGENERACY_FIELDS})
     timed = figures.get("decode_tok_s") or figures.get("ttft_ms") or quality
     line["samples"] = timed["stats"].get("n") if timed else None
@@ -102,39 +97,29 @@ def _cell(value):
     return "" if value is None else value
 
 
-CONSOLE_COLUMNS = [
-    ("model", "model"), ("scenario", "scenario"), ("task", "task"), ("engine_step", "engine"),
-    ("batch_size", "batch"), ("ttft_ms", "ttft_ms"),
-    ("tpot_ms", "tpot_ms"), ("prefill_tok_s", "prefill_tok/s"), ("decode_tok_s", "decode_tok/s"),
-    ("peak_rss_mib", "peak_rss_MiB"), ("mbu_calibrated", "mbu_cal"), ("mbu", "mbu_sheet"),
-    ("usd_per_mtok", "$/Mtok"), ("quality_metric", "quality"), ("degenerate", "degenerate"),
-    ("status", "status"),
-]
+CONSOLE_COLUMNS = [("model", "model"), ("scenario", "scenario"), ("task", "task"), ("engine_step", "engine"),
+                   ("batch_size", "batch"), *console_columns().items(), ("quality_metric", "quality"),
+                   ("degenerate", "degenerate"), ("status", "status")]
 
 
 def console_table(lines: list[dict]) -> str:
-    """The summary as aligned text; columns that no line fills (e.g. cost without a price) are left out."""
+    """The summary as an aligned table; columns that no line fills (e.g. cost without a price) are left out."""
     columns = [(key, title) for key, title in CONSOLE_COLUMNS if any(line.get(key) is not None for line in lines)]
-    header = [title for _, title in columns]
-    body = []
-    for line in lines:
-        cells = []
-        for key, _ in columns:
-            value = line.get(key)
-            if key == "quality_metric" and value is not None:
-                cells.append(f"{value} {line[value]:.3f}±{line['quality_stderr']:.3f}")
-            elif isinstance(value, float):
-                cells.append(f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}")
-            else:
-                cells.append("" if value is None else str(value))
-        body.append(cells)
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*row) for row in body]
+    body = [[_console_cell(line, key) for key, _ in columns] for line in lines]
+    out = [table([title for _, title in columns], body)]
     errors = [f"  {line['model']} {line['scenario']}: {line['error']}" for line in lines if line.get("error")]
     degenerate = [f"  {line['model']} {line['task']}: {line['quality_metric']} {line[line['quality_metric']]:.3f}, "
                   f"always the most frequent right choice {line['majority_baseline']:.3f}, "
                   f"{line['top_choice_share']:.0%} of picks on one choice" for line in lines if line.get("degenerate")]
     return "\n".join(out + (["failed cells:", *dict.fromkeys(errors)] if errors else [])
                      + (["degenerate (the score says little about the model):", *degenerate] if degenerate else []))
+
+
+def _console_cell(line: dict, key: str) -> str:
+    value = line.get(key)
+    if key == "quality_metric" and value is not None:
+        uniform = f" (uniform {line['quality_uniform']:.4g})" if line.get("quality_uniform") else ""
+        return f"{value} {line[value]:.3f}±{line['quality_stderr']:.3f}{uniform}"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return "" if value is None else str(value)
