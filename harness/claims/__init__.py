@@ -53,9 +53,11 @@ def verdicts(rows: list[dict], claims: list[Claim] | None = None) -> list[Verdic
 
 
 def leaderboard_gaps(claims: list[Claim] | None = None) -> dict[str, dict]:
-    """bench task -> the gap claim's group it lines up with (the leaderboard's gap column)."""
+    """bench task -> the gap claim's group it lines up with, with the group's best closed model (`best`, None where
+    it has none): the leaderboard's gap column. The reference table is read once."""
     claim = next(c for c in (claims or load_claims()) if c.rule == "gap_months")
-    return {group["task"]: {**group, "reference": gap.TASKS_DIR / claim.params["reference"]}
+    reference = gap.reference_scores(gap.TASKS_DIR / claim.params["reference"])
+    return {group["task"]: {**group, "best": gap.best_closed(group, reference)}
             for group in claim.params["groups"] if group.get("task")}
 
 

@@ -142,7 +142,7 @@ def _reproduction_text(row: dict, published: float, max_halfwidth: float) -> str
     return f"differs by {value - published:+.1f} points: published {published}, {measured}"
 
 
-def best_closed(group: dict, path: Path) -> dict | None:
+def best_closed(group: dict, reference: list[dict]) -> dict | None:
     """The closed model with the best score in a group (for the leaderboard's gap column)."""
-    closed = [r for r in group_rows(reference_scores(path), group) if not r["open"]]
+    closed = [r for r in group_rows(reference, group) if not r["open"]]
     return max(closed, key=lambda r: r["score"]) if closed else None

@@ -28,10 +28,9 @@ def efficiency_steps(claim: Claim, rows: list[dict]) -> Verdict:
                                          "no setting's quality can be checked")
     figures = {f"decode_tok_s[{p['baseline']}]": base.text(1), f"perplexity[{p['baseline']}]":
                round(base_quality["value"], 2)}
-    counted = _quality_preserving_speedups(p, rows, model, base, base_quality["value"], figures)
+    counted, measured = _quality_preserving_speedups(p, rows, model, base, base_quality["value"], figures)
     figures.update(_batching_axis(rows, p["batching"], model, base))
     if not counted:
-        measured = [s for s in p["settings"] if not str(figures[f"speedup[{s}]"]).startswith("not in")]
         if not measured:
             return Verdict(claim, "skipped", f"no setting other than the baseline was measured on {model}", figures)
         return Verdict(claim, "not supported", f"no setting kept perplexity within {p['max_perplexity_ratio']}x "
@@ -47,16 +46,17 @@ def efficiency_steps(claim: Claim, rows: list[dict]) -> Verdict:
 
 
 def _quality_preserving_speedups(p: dict, rows: list[dict], model: str, base: Interval, base_perplexity: float,
-                                 figures: dict) -> dict[str, Interval]:
-    """Each named setting's speed-up over the baseline, into `figures`; those whose perplexity stays within the
-    tolerance are returned (a setting without a perplexity row is not counted)."""
-    counted = {}
+                                 figures: dict) -> tuple[dict[str, Interval], int]:
+    """Each named setting's speed-up over the baseline, into `figures`; returns those whose perplexity stays within
+    the tolerance (a setting without a perplexity row is not counted), and how many settings this run measured."""
+    counted, measured = {}, 0
     for step in p["settings"]:
         row = find(rows, "decode_tok_s", step=step, model=model, scenario=p["scenario"],
                    where={"batch_size": p["batch_size"]})
         if row is None:
             figures[f"speedup[{step}]"] = "not in this run"
             continue
+        measured += 1
         speedup = ratio(interval(row, joint_level(2)), base)
         quality = find(rows, "perplexity", step=step, model=model, task=p["quality_task"])
         change = quality["value"] / base_perplexity if quality else None
@@ -66,7 +66,7 @@ def _quality_preserving_speedups(p: dict, rows: list[dict], model: str, base: In
             counted[step] = speedup
         else:
             figures[f"speedup[{step}]"] += " (not counted: quality not kept)"
-    return counted
+    return counted, measured
 
 
 def _batching_axis(rows: list[dict], batching: dict, model: str, base: Interval) -> dict:
@@ -139,10 +139,9 @@ def context_forgetting(claim: Claim, rows: list[dict]) -> Verdict:
             continue
         figures = {f"{p['metric']}[{task}]": interval(row).text() for task, row in zip(p["tasks"], found,
                                                                                         strict=True)}
-        for row in rows:  # what each context length costs: KV cache and prefill speed from latency rows
-            if row.get("model") == model and row.get("status") == "ok" and row["scenario"] == "latency" \
-                    and row["metric"] in ("kv_cache_mib", "prefill_tok_s") and not row["params"].get("engine_step"):
-                figures[f"{row['metric']}[{row['params']['prompt_tokens']} tokens]"] = round(row["value"], 2)
+        for name in ("prefill_tok_s", "kv_cache_mib"):  # what each context length costs, from latency rows
+            for row in select(rows, name, model=model, scenario="latency"):
+                figures[f"{name}[{row['params']['prompt_tokens']} tokens]"] = round(row["value"], 2)
         short, long = interval(found[0], level), interval(found[-1], level)
         if short.high < p["min_short_accuracy"]:
             return Verdict(claim, "inconclusive", f"{model} does not retrieve even at {p['tasks'][0]} ({short.text()}"

@@ -80,13 +80,19 @@ def pooled_interval(row: dict, level: float = LEVEL) -> tuple[float, float, str]
     tokens = np.asarray(row["stats"]["doc_tokens"], dtype=float)
     sizes = np.asarray(row["stats"]["doc_bytes"], dtype=float)
     total_nll = np.asarray(row["samples"], dtype=float) * tokens
-    if row["metric"] == "perplexity":
-        def statistic(nll, count, size, axis=-1):
-            return np.exp(nll.sum(axis=axis) / count.sum(axis=axis))
-    else:
-        def statistic(nll, count, size, axis=-1):
-            return nll.sum(axis=axis) / (math.log(2) * size.sum(axis=axis))
+
+    def statistic(nll, count, size, axis=-1):
+        return pooled(row["metric"], nll, count, size, axis)
+
     return (*_bootstrap((total_nll, tokens, sizes), statistic, level), "BCa bootstrap over documents")
+
+
+def pooled(name: str, nll, tokens, sizes, axis=-1):
+    """Perplexity exp(sum NLL / sum tokens) or bits per byte sum NLL / (ln 2 x sum bytes), from each document's
+    total NLL, tokens and UTF-8 bytes (summed along `axis`)."""
+    if name == "perplexity":
+        return np.exp(np.sum(nll, axis=axis) / np.sum(tokens, axis=axis))
+    return np.sum(nll, axis=axis) / (math.log(2) * np.sum(sizes, axis=axis))
 
 
 def _bounds(found) -> tuple[float, float]:

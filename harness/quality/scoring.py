@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.measure.intervals import pooled
 from harness.measure.stats import bootstrap_stderr
 from harness.quality.tasks import Prepared
 
@@ -108,10 +109,10 @@ def perplexity(prepared: Prepared, backend, seed: int) -> list[Score]:
     sizes = np.array([len(text.encode()) for text in texts], dtype=float)
 
     def ppl(indexes):
-        return float(math.exp(-logprobs[indexes].sum() / tokens[indexes].sum()))
+        return float(pooled("perplexity", -logprobs[indexes], tokens[indexes], sizes[indexes]))
 
     def bpb(indexes):
-        return float(-logprobs[indexes].sum() / (math.log(2) * sizes[indexes].sum()))
+        return float(pooled("bits_per_byte", -logprobs[indexes], tokens[indexes], sizes[indexes]))
 
     everything = np.arange(len(texts))
     per_doc = [float(-lp / count) for lp, count in zip(logprobs, tokens, strict=True)]

@@ -47,15 +47,16 @@ def _groups(rows: list[dict], ignore: tuple[str, ...]) -> dict[str, list[dict]]:
     return groups
 
 
-def _side(rows: list[dict]) -> tuple[np.ndarray, object]:
+def _side(rows: list[dict]) -> tuple[np.ndarray, object, bool]:
     """One side's samples (pooled over its rows: several nights of one figure) and the statistic its metric reports
     (the registry's): the median of timings, the mean of per-example samples. A pooled figure (perplexity) and an
-    exact one (weights, the worst MoE layer) are compared by their rows' values, without an interval."""
+    exact one (weights, the worst MoE layer) are compared by their rows' values, without an interval (the third
+    item says whether the values are samples to resample)."""
     kind = metric(rows[0]["metric"]).statistic
     if kind in ("median", "mean"):
         samples = np.asarray([s for row in rows for s in row["samples"] if s is not None], dtype=float)
-        return samples, np.median if kind == "median" else np.mean
-    return np.asarray([row["value"] for row in rows], dtype=float), np.mean
+        return samples, np.median if kind == "median" else np.mean, True
+    return np.asarray([row["value"] for row in rows], dtype=float), np.mean, False
 
 
 def _interval(base: np.ndarray, new: np.ndarray, statistic, seed: int) -> tuple[float, float]:
@@ -106,11 +107,10 @@ def compare(base_rows: list[dict], new_rows: list[dict], threshold: float = 0.1,
         new = new_groups.get(group)
         if not new:
             continue
-        (base_samples, statistic), (new_samples, _) = _side(base), _side(new)
+        (base_samples, statistic, sampled), (new_samples, _, _) = _side(base), _side(new)
         base_value, new_value = float(statistic(base_samples)), float(statistic(new_samples))
         change = new_value / base_value - 1 if base_value else None
         low = high = None
-        sampled = metric(base[0]["metric"]).statistic in ("median", "mean")
         if change is not None and sampled and base_samples.size > 1 and new_samples.size > 1:
             low, high = _interval(base_samples, new_samples, statistic, seed)
         verdict, regressed = _verdict(base[0]["metric"], base[0].get("unit"), change, low, high, threshold)

@@ -15,7 +15,6 @@ import statistics
 from pathlib import Path
 
 from harness import claims
-from harness.claims import gap
 from harness.measure.intervals import median_interval
 from harness.measure.metrics import METRICS, leaderboard_columns
 from harness.quality.tasks import task_names
@@ -94,7 +93,7 @@ def _model_label(line: dict) -> str:
 
 
 def _aggregate(group: list[dict]) -> dict:
-    line = {k: v for k, v in group[0].items()}
+    line = dict(group[0])
     for name in {k for entry in group for k, v in entry.items() if isinstance(v, int | float)
                  and not isinstance(v, bool)}:
         values = [entry[name] for entry in group if isinstance(entry.get(name), int | float)]
@@ -118,7 +117,7 @@ def _gap(entry: dict, line: dict, group: dict | None) -> None:
     """Points behind the best closed model of the gap claim's group on the same benchmark and setting."""
     if group is None or line.get(group["metric"]) is None:
         return
-    best = gap.best_closed(group, group["reference"])
+    best = group["best"]
     if best:
         entry.update(gap_to_best_closed_points=round(best["score"] - line[group["metric"]] * 100, 1),
                      best_closed_model=f"{best['model']} ({best['score']})",
