@@ -90,7 +90,9 @@ def write_lm_eval_task(prepared) -> None:
     (TASK_DIR / ".gitignore").write_text("*\n")  # everything here is generated at run time
     with open(TASK_DIR / "data.jsonl", "w") as out:
         for context, example in zip(prepared.contexts, prepared.examples, strict=True):
-            out.write(json.dumps({"prompt": context, "answer": example["answer"]}) + "\n")
+            # Each choice as bench continues the context, less the leading space lm-eval's target delimiter adds.
+            choices = [template.format(**example).removeprefix(" ") for template in prepared.task.choices]
+            out.write(json.dumps({"prompt": context, "answer": example["answer"], "choices": choices}) + "\n")
     # doc_to_text names a field, so lm-eval takes the prompt as is (no template rendering).
     (TASK_DIR / f"{TASK_NAME}.yaml").write_text(textwrap.dedent(f"""\
         task: {TASK_NAME}
@@ -102,7 +104,7 @@ def write_lm_eval_task(prepared) -> None:
         output_type: multiple_choice
         num_fewshot: 0
         doc_to_text: prompt
-        doc_to_choice: ["A", "B", "C", "D"]
+        doc_to_choice: choices
         doc_to_target: answer
         target_delimiter: " "
         metric_list:
@@ -181,7 +183,7 @@ def compare(label: str, runs: list[dict], bench_requests: list, bench_results: l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="mmlu", choices=["mmlu", "mmlu_5shot"],
+    parser.add_argument("--task", default="mmlu", choices=["mmlu", "mmlu_5shot", "mmlu_cloze"],
                         help="bench's task; its full prompts (shots included) are given to lm-eval as 0-shot text")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)

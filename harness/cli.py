@@ -305,7 +305,8 @@ def _cmd_claims(args) -> int:
 def _cmd_overhead(args) -> int:
     from harness.overhead import measure_overhead
 
-    print(measure_overhead(args.model, args.device, args.dtype, args.prompt_tokens, args.output_tokens, args.rounds))
+    print(measure_overhead(args.model, args.device, args.dtype, args.prompt_tokens, args.output_tokens,
+                           args.rounds).describe())
     return 0
 
 
@@ -339,10 +340,10 @@ def _cmd_serve_bench(args) -> int:
 def _cmd_merge(args) -> int:
     from harness.results import merge
 
-    rows, duplicates = merge.load(args.dirs)
-    written = merge.write_tables(Path(args.out), rows)
-    runs = len({row.get("run_id") for row in rows})
-    print(f"{len(rows)} rows from {runs} runs ({duplicates} exact duplicates dropped); written: "
+    loaded = merge.load_table(args.dirs)
+    written = merge.write_tables(Path(args.out), loaded)
+    rows, runs = loaded.table.num_rows, len(loaded.table["run_id"].unique()) if loaded.table.num_rows else 0
+    print(f"{rows} rows from {runs} runs ({loaded.duplicates} exact duplicates dropped); written: "
           f"{', '.join(str(p) for p in written)}")
     return 0
 
@@ -366,7 +367,7 @@ def _cmd_compare(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from harness.results import leaderboard, merge
 
-    written = leaderboard.build(merge.load(args.dirs)[0], Path(args.out))
+    written = leaderboard.build(merge.load_table(args.dirs), Path(args.out))
     print(f"written: {', '.join(str(p) for p in written)}")
     return 0
 

@@ -7,6 +7,7 @@ of that median. A ratio near 1 says bench's timing hooks and generate() bookkeep
 
 import statistics
 import time
+from dataclasses import dataclass
 
 from harness.measure.intervals import median_interval
 from harness.scenarios.speed import generation_figures, synthetic_prompts
@@ -33,8 +34,38 @@ def _bare_greedy_decode_tok_s(model, prompt_ids, new_tokens: int, device: str) -
     return (new_tokens - 1) / (t_n - t_1)
 
 
+@dataclass(frozen=True)
+class Overhead:
+    model: str
+    device: str
+    dtype: str
+    prompt_tokens: int
+    output_tokens: int
+    bench: list[float]  # decode tok/s of bench's generate(), round by round
+    bare: list[float]  # decode tok/s of the bare loop run right after it
+    ratio: float  # median of the per-round ratios bench / bare
+    low: float  # the exact 95% interval of that median (unbounded below 6 rounds)
+    high: float
+
+    def describe(self) -> str:
+        rounds = len(self.bench)
+        return (
+            f"model {self.model} on {self.device} ({self.dtype}), prompt {self.prompt_tokens}, output "
+            f"{self.output_tokens}, {rounds} interleaved rounds\n"
+            f"bench decode_tok_s median {statistics.median(self.bench):.2f}  (runs: "
+            f"{', '.join(f'{v:.1f}' for v in self.bench)})\n"
+            f"bare  decode_tok_s median {statistics.median(self.bare):.2f}  (runs: "
+            f"{', '.join(f'{v:.1f}' for v in self.bare)})\n"
+            f"ratio bench/bare, median of the {rounds} paired rounds: {self.ratio:.3f}, 95% interval "
+            f"[{self.low:.3f}, {self.high:.3f}]  (target >= {TARGET})"
+        )
+
+
+TARGET = 0.99  # bench's decode tok/s over the bare loop's
+
+
 def measure_overhead(model_name: str, device: str, dtype: str, prompt_tokens: int, output_tokens: int,
-                     rounds: int) -> str:
+                     rounds: int) -> Overhead:
     import torch
 
     from harness import zoo
@@ -58,12 +89,6 @@ def measure_overhead(model_name: str, device: str, dtype: str, prompt_tokens: in
         bench.append(bench_side())
         bare.append(bare_side())
     ratios = [a / b for a, b in zip(bench, bare, strict=True)]
-    ratio, (low, high) = statistics.median(ratios), median_interval(ratios)
-    return (
-        f"model {model_name} on {backend.device} ({backend.dtype}), prompt {prompt_tokens}, output {output_tokens}, "
-        f"{rounds} interleaved rounds\n"
-        f"bench decode_tok_s median {statistics.median(bench):.2f}  (runs: {', '.join(f'{v:.1f}' for v in bench)})\n"
-        f"bare  decode_tok_s median {statistics.median(bare):.2f}  (runs: {', '.join(f'{v:.1f}' for v in bare)})\n"
-        f"ratio bench/bare, median of the {rounds} paired rounds: {ratio:.3f}, 95% interval [{low:.3f}, {high:.3f}]"
-        f"  (target >= 0.99)"
-    )
+    low, high = median_interval(ratios)
+    return Overhead(model_name, str(backend.device), str(backend.dtype), prompt_tokens, output_tokens, bench, bare,
+                    statistics.median(ratios), low, high)

@@ -394,9 +394,8 @@ def completed_cells(run_dir: Path) -> set[str]:
 
 def _run(suite: SuiteSpec, run_dir: Path, run_id: str, done: set[str] | None, online: bool, progress: bool,
          profile: str | None, force: bool, trust_remote_code: tuple[str, ...], allow_pickle: bool) -> RunResult:
-    from tqdm import tqdm
-
     from harness import hardware
+    from harness.results.console import Progress
 
     started = time.perf_counter()
     machine = resolve_machine(suite.device, suite.dtype, profile, force)
@@ -434,14 +433,13 @@ def _run(suite: SuiteSpec, run_dir: Path, run_id: str, done: set[str] | None, on
             "fingerprint": fingerprint,
         })
     writer, cells_log = RowWriter(run_dir / "rows.jsonl"), RowWriter(run_dir / "cells.jsonl")
-    bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress,
-               dynamic_ncols=True)
+    bar = Progress(len(cells), "cells", enabled=progress, done=len(done))
     servers = ServerPool(suite.server, run_dir / "logs")
     try:
         for index, cell in enumerate(cells):
             if cell.cell_id in done:
                 continue
-            bar.set_postfix_str(f"{cell.model} {cell.backend} {cell.scenario.name}")
+            bar.start(f"{cell.model} {cell.backend} {cell.scenario.name}")
             context = cell.context(run_id, fingerprint)
             before = writer.written
             cell, problem = servers.attach(cell)
@@ -453,7 +451,7 @@ def _run(suite: SuiteSpec, run_dir: Path, run_id: str, done: set[str] | None, on
             # Written once every row of the cell is on disk: what --resume trusts.
             cells_log.write({"cell_id": cell.cell_id, "status": "failed" if problem else "ok",
                              "rows": writer.written - before})
-            bar.update()
+            bar.advance()
     finally:
         servers.close()
         bar.close()

@@ -230,24 +230,28 @@ def _convert_gguf(packaged: PackagedGguf, progress: bool):
 
 def _save_gguf_as_bf16(gguf: Path, folder: Path, progress: bool) -> None:
     import torch
-    from tqdm import tqdm
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    steps = tqdm(total=3, desc=f"converting {gguf.name} to bf16", disable=not progress, unit="step")
+    from harness.results.console import Progress
+
+    steps = Progress(3, f"converting {gguf.name} to bf16", enabled=progress)
+    steps.start("dequantizing")
     # A GGUF-loaded model refuses save_pretrained: build the architecture from its config, then load the weights.
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     dequantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    steps.update()
+    steps.advance()
+    steps.start("loading the weights into a bf16 model")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     missing, unexpected = model.load_state_dict(dequantized.state_dict(), strict=False)
     missing = [key for key in missing if not (key == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
         raise UnavailableError(f"{gguf.name}: weights do not fit the architecture "
                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    steps.update()
+    steps.advance()
+    steps.start("saving")
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
-    steps.update()
+    steps.advance()
     steps.close()
 
 

@@ -505,12 +505,13 @@ def test_rows_of_schema_version_1_are_still_valid_input():
 
 
 def test_the_leaderboard_gap_column_uses_the_claims_group():
+    from harness.results import frame
     from harness.results.leaderboard import entries
 
     quality = row("smollm2-135m", "accuracy", hits(25, 100), task="mmlu_5shot", scenario="quality", limit=100)
     quality.update(run_id="r", time="2026-12-01T00:00:00+00:00", backend="transformers", dtype="bf16",
                    device="cpu", device_name="cpu", key_id="k", model_revision="x", energy_source="none")
-    line = entries([quality])[0]
+    line = entries(frame.from_rows([quality]))[0]
     # The best closed MMLU 5-shot score of the group: Claude 3 Opus, 86.8 (vendor-reported 5-shot).
     assert line["best_closed_model"] == "Claude 3 Opus (86.8)" and line["gap_to_best_closed_points"] == 61.8
     assert line["gap_task"] == "mmlu_5shot (MMLU 5-shot)"

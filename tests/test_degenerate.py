@@ -9,7 +9,7 @@ import pytest
 from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
 from harness.quality import scoring, tasks
-from harness.results import leaderboard
+from harness.results import frame, leaderboard
 from harness.results.tables import console_table, summary_rows, write_summary_csv
 
 # Hand-made right answers of 20 questions: choice 3 is the most frequent (6 of 20), so always answering 3 scores 0.3.
@@ -64,7 +64,7 @@ def test_the_flag_shows_in_summary_csv_the_console_and_the_leaderboard(tmp_path)
     write_summary_csv(tmp_path / "summary.csv", lines)
     with open(tmp_path / "summary.csv") as handle:
         summary = {line["model"]: line for line in csv.DictReader(handle)}
-    assert summary["always-a"]["degenerate"] == "True" and summary["varied"]["degenerate"] == "False"
+    assert summary["always-a"]["degenerate"] == "true" and summary["varied"]["degenerate"] == "false"
     assert summary["always-a"]["majority_baseline"] == "0.3" and summary["always-a"]["top_choice_share"] == "1"
     table = console_table(lines).splitlines()
     assert "degenerate" in table[0].split()
@@ -72,7 +72,7 @@ def test_the_flag_shows_in_summary_csv_the_console_and_the_leaderboard(tmp_path)
     assert table[4:] == ["degenerate (the score says little about the model):",
                          "  always-a mmlu_cloze: accuracy 0.200, always the most frequent right choice 0.300, "
                          "100% of picks on one choice"]
-    board = {entry["model"]: entry for entry in leaderboard.entries(rows)}
+    board = {entry["model"]: entry for entry in leaderboard.entries(frame.from_rows(rows))}
     assert board["always-a"]["degenerate"] == "mmlu_cloze" and board["varied"]["degenerate"] is None
 
 

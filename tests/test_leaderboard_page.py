@@ -1,6 +1,6 @@
 """The leaderboard page in a real headless browser (Debian's chromium, driven by Playwright): it loads from disk,
-aggregates repeated runs, sorts, filters, shows human units and each figure's definition, shows its plots, and
-shows a model name that holds markup as text."""
+aggregates repeated runs, sorts, filters, shows human units and each figure's definition, links to the runs, draws
+interactive plots (hover, error bars, filters) and shows a model name that holds markup as text."""
 
 import csv
 import shutil
@@ -95,18 +95,55 @@ def test_sorting_by_a_column_orders_its_numbers(page):
     assert [float(v) for v in _column(tab, "decode_tok_s")] == sorted(ascending, reverse=True)
 
 
-def test_plots_render(page):
-    tab, _, _ = page
-    images = tab.eval_on_selector_all("figure img", "imgs => imgs.map(i => [i.alt, i.complete, i.naturalWidth])")
-    titles = {alt for alt, complete, width in images if complete and width > 0}
-    assert {"Quality against decode speed", "MoE against dense: decode speed by parameters",
-            "Decode speed against batch size"} <= titles
+def _points(tab, plot: int) -> int:
+    return tab.locator(".plot").nth(plot).locator(".point").count()
+
+
+def _hover_texts(tab, plot: int) -> list[str]:
+    """The hover label of each point of a plot, hovered one by one."""
+    points, texts = tab.locator(".plot").nth(plot).locator(".point"), []
+    for index in range(points.count()):
+        points.nth(index).hover(force=True)
+        tab.wait_for_timeout(150)
+        texts += tab.locator(".plot").nth(plot).locator(".hoverlayer .hovertext").all_text_contents()
+    return texts
+
+
+def test_plots_are_interactive_and_follow_the_filters(page):
+    tab, lines, problems = page
+    titles = tab.eval_on_selector_all("figure figcaption", "cs => cs.map(c => c.textContent)")
+    assert titles == ["Quality against decode speed", "MoE against dense: decode speed by parameters",
+                      "Cost per million output tokens, per profile", "Decode speed against batch size"]
     # A plot without data says why instead of drawing an empty frame (a CPU profile has no price).
-    assert len(tab.query_selector_all("figure")) == len(images) + len(tab.query_selector_all("figure p.none"))
+    assert tab.locator("figure p.none").all_text_contents() == [
+        "no profile of these runs has a price per hour, so there is no cost figure"]
+    # The MoE plot (every line has latency and parameter counts): a point per line, each with its hover label.
+    assert _points(tab, 1) == len(lines) == 3
+    hovered = _hover_texts(tab, 1)
+    assert len(hovered) == 3 and any("(2 runs)" in text for text in hovered)
+    # Decode speed's 95% interval as error bars on the quality plot.
+    assert tab.locator(".plot").nth(0).locator(".errorbar").count() >= 1
+    dtypes = sorted({line["dtype"] for line in lines})
+    tab.select_option("#filters select[name=dtype]", dtypes[0])
+    assert _points(tab, 1) == sum(line["dtype"] == dtypes[0] for line in lines) < 3
+    tab.select_option("#filters select[name=dtype]", "")
+    assert _points(tab, 1) == 3 and problems == []
+
+
+def test_run_ids_link_to_their_run_folders(page):
+    tab, lines, _ = page
+    links = tab.eval_on_selector_all("#leaderboard td a[href]", "as => as.map(a => [a.textContent, a.href])")
+    assert sorted(run for run, _ in links) == sorted(run for line in lines for run in line["run_id"].split())
+    assert all(href.startswith("file://") and href.endswith("/") for _, href in links)
 
 
 def test_markup_in_a_model_name_is_shown_as_text(page):
     tab, _, _ = page
     assert HOSTILE_MODEL in _column(tab, "model")
+    # In a plot's hover label too (filtered to that model: its point may sit on tiny-dense's).
+    tab.select_option("#filters select[name=model]", HOSTILE_MODEL)
+    [label] = _hover_texts(tab, 1)
+    assert label.startswith(f"{HOSTILE_MODEL} ")
+    tab.select_option("#filters select[name=model]", "")
     assert tab.query_selector_all("#leaderboard img") == []
     assert tab.title() == "bench leaderboard"  # its onerror never ran

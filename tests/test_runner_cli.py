@@ -11,6 +11,7 @@ import yaml
 
 from harness.cli import main
 from harness.hardware import auto_dtype
+from harness.results.store import read_rows
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +46,11 @@ def test_cli_run_on_a_tiny_model_writes_positive_finite_figures(tmp_path, tiny_d
     assert "decode_tok/s" in printed and "wall time:" in printed
     config = yaml.safe_load((out / "resolved_config.yaml").read_text())
     assert config["suite"]["models"] == ["tiny-dense"] and len(config["cells"]) == 3
-    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
-    assert rows and all(row["status"] == "ok" for row in rows)
+    lines = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    # The fingerprint is stored once; the reader gives it back to every row.
+    assert [line.get("record") for line in lines].count("environment") == 1 and "fingerprint" not in lines[1]
+    rows = read_rows(out / "rows.jsonl")
+    assert len(rows) == len(lines) - 1 and all(row["status"] == "ok" for row in rows)
     assert all(row["fingerprint"]["python"] and row["fingerprint"]["torch"] for row in rows)
     summary = read_summary(out)
     assert set(REQUIRED_COLUMNS) <= set(summary[0])
@@ -59,6 +63,17 @@ def test_cli_run_on_a_tiny_model_writes_positive_finite_figures(tmp_path, tiny_d
             assert math.isfinite(value) and value > 0, (column, row[column])
     accuracy = float(summary[3]["accuracy"])
     assert 0 <= accuracy <= 1 and summary[3]["task"] == "mmlu"
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_cell(tmp_path, tiny_dense):
+    suite = write_suite(tmp_path, ["tiny-dense"], [{"name": "latency", "prompt_tokens": 8, "output_tokens": 4},
+                                                   {"name": "quality", "limit": 4}])
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--suite", str(suite), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr  # no bar redrawn in a log file
+    cells = [line for line in done.stderr.splitlines() if line.startswith("cells ")]
+    assert cells == ["cells 1/2: tiny-dense transformers latency", "cells 2/2: tiny-dense transformers quality"]
 
 
 def test_a_failing_cell_becomes_a_failed_row_and_the_next_cell_runs(tmp_path, tiny_dense):

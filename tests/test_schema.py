@@ -1,3 +1,5 @@
+import json
+
 from harness.results.schema import SCHEMA_VERSION, environment, failed_row, key_id, make_row, upgrade
 
 CONTEXT = {
@@ -54,5 +56,30 @@ def test_a_version_1_row_gets_the_workload_key_and_unknown_profile_specs():
     old = {**row, "schema_version": 1, "key": {**row["key"], "backend_version": "5.0"}, "key_id": "old"}
     del old["profile_specs"]
     new = upgrade(old, "rows.jsonl: row 1")
-    assert new["schema_version"] == 2 and new["key"] == row["key"] and new["key_id"] == row["key_id"]
+    assert new["schema_version"] == SCHEMA_VERSION and new["key"] == row["key"] and new["key_id"] == row["key_id"]
     assert new["profile_specs"] == {"price_usd_per_hour": None, "interconnect": None}
+
+
+def test_a_rows_file_holds_each_fingerprint_once_and_readers_give_it_back(tmp_path):
+    from harness.results.store import RowWriter, read_rows
+
+    other = {**CONTEXT, "fingerprint": {"python": "3.12", "driver": "580.1"}}
+    rows = [make_row(context, metric="ttft_ms", unit="ms", formula="ttft.v1", value=float(i), params={})
+            for i, context in enumerate([CONTEXT, CONTEXT, other, CONTEXT])]
+    path = tmp_path / "rows.jsonl"
+    for part in (rows[:2], rows[2:]):  # a resumed run appends with a new writer
+        writer = RowWriter(path)
+        for row in part:
+            writer.write(row)
+        writer.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line.get("record") for line in lines] == ["environment", None, None, "environment", None, None]
+    assert all("fingerprint" not in line for line in lines if "record" not in line)
+    assert read_rows(path) == rows
+    # A row whose environment record is lost keeps its figure, with an empty fingerprint, and the loss is reported.
+    path.write_text("\n".join(json.dumps(line) for line in lines[1:]) + "\n")
+    problems = []
+    loaded = read_rows(path, on_bad_line=problems.append)
+    assert [row["value"] for row in loaded] == [0.0, 1.0, 2.0, 3.0]
+    assert loaded[0]["fingerprint"] == {} and loaded[2]["fingerprint"] == other["fingerprint"]
+    assert len(problems) == 3 and all("names environment" in problem for problem in problems)

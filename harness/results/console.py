@@ -25,3 +25,57 @@ def table(headers: list[str], rows: list[list], right: tuple[str, ...] = ()) -> 
     lines = [line.rstrip() for line in out.getvalue().splitlines()]
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([lines[0], rule, *lines[1:]])
+
+
+class Progress:
+    """Progress of a known number of steps on stderr: rich's bar on a terminal; elsewhere (a CI log, a pipe) one
+    plain line per step started, so log files get no carriage-return debris. Off (enabled=False) it prints nothing.
+    Third-party bars (transformers' and the hub's tqdm) are turned off whenever this is not a terminal's bar."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True, done: int = 0):
+        import sys
+
+        self.total, self.description, self.done = total, description, done
+        self.enabled = enabled
+        self.terminal = enabled and sys.stderr.isatty()
+        self._bar = None
+        if not self.terminal:
+            _quiet_third_party_bars()
+        if self.terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[now]}"), console=Console(stderr=True), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(description, total=total, completed=done, now="")
+
+    def start(self, what: str) -> None:
+        """Step `what` begins."""
+        if self._bar is not None:
+            self._bar.update(self._task, now=what)
+        elif self.enabled:
+            import sys
+
+            print(f"{self.description} {self.done + 1}/{self.total}: {what}", file=sys.stderr, flush=True)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _quiet_third_party_bars() -> None:
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # inherited by the workers, read by the hub and transformers
+    try:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+    except ImportError:
+        pass

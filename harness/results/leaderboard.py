@@ -1,26 +1,28 @@
 """The leaderboard: one CSV per profile (stable columns, README "Leaderboard") and a static HTML page (a sortable
-table and plots as embedded images) that works opened from disk, without a network.
+table, filters and interactive plotly plots, plotly.js inline) that works opened from disk, without a network.
 
 One leaderboard line per run, model, backend and dtype: speed from the latency scenario (batch 1, the first latency
 cell of the run), memory from the same cell, quality from each quality task, the gap to the best closed model where
 the reference has the task's benchmark in the same setting.
 """
 
-import base64
 import html
-import io
 import json
 import math
+import os
 import statistics
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from harness import claims
 from harness.measure.intervals import median_interval
 from harness.measure.metrics import METRICS, leaderboard_columns
 from harness.quality.tasks import task_names
-from harness.results.merge import summary_lines
+from harness.results import frame
 from harness.results.store import write_atomic
-from harness.results.tables import QUALITY_HEADLINE, csv_text
+from harness.results.tables import QUALITY_HEADLINE, csv_text, records, summary
 
 TEMPLATE = Path(__file__).with_name("leaderboard.html")
 # Speed, memory, energy and cost from the latency line at batch 1: the registry's leaderboard figures.
@@ -37,36 +39,36 @@ def columns(entries: list[dict]) -> list[str]:
     return [*HEAD_COLUMNS, *(f"quality_{task}" for task in [*task_names(), *seen]), *TAIL_COLUMNS]
 
 
-def entries(rows: list[dict]) -> list[dict]:
+def entries(table: pa.Table) -> list[dict]:
     """Leaderboard lines: the runs of one configuration (profile, model and its weights, backend, dtype, device) as
     one line, each figure the median over its runs, with the run count and the runs' ids; decode speed with the
     95% interval of its pooled samples. `_batches` (batch size -> decode tok/s) and `_quality` (task -> figure) feed
     the plots."""
     groups: dict = {}
-    for entry in _run_entries(rows):
+    for entry in _run_entries(table):
         ident = tuple(entry[k] for k in ("profile", "model", "model_revision", "backend", "dtype", "device_name"))
         groups.setdefault(ident, []).append(entry)
     return [_aggregate(group) for group in groups.values()]
 
 
-def _run_entries(rows: list[dict]) -> list[dict]:
+def _run_entries(table: pa.Table) -> list[dict]:
     """One line per run, model, backend and dtype (with its decode samples, for the interval)."""
-    dates, decode = {}, {}
-    for row in rows:
-        dates[row.get("run_id")] = min(dates.get(row.get("run_id"), row["time"]), row["time"])
-        if row.get("metric") == "decode_tok_s":
-            decode[(row.get("run_id"), row["key_id"])] = row["samples"]
+    dates = frame.columns(table, ["run_id", "time"]).groupby("run_id", dropna=False)["time"].min().to_dict()
+    decode = {(row["run_id"], row["key_id"]): row["samples"] for row in table.filter(
+        pc.equal(table["metric"], "decode_tok_s")).select(["run_id", "key_id", "samples"]).to_pylist()} \
+        if "samples" in table.column_names else {}
+    lines = summary(table)
+    # A step of an engine-settings ladder is no configuration.
+    lines = lines[(lines["status"] == "ok") & lines["engine_step"].isna()]
     gaps = claims.leaderboard_gaps()
     found: dict = {}
-    for line in summary_lines(rows):
-        if line["status"] != "ok" or line["engine_step"]:  # a step of an engine-settings ladder is no configuration
-            continue
+    for line in records(lines):
         ident = (line["run_id"], line["model"], line["backend"], line["dtype"], line["profile"])
         entry = found.setdefault(ident, {
             "profile": line["profile"] or "none", "model": _model_label(line), "model_revision":
             line["model_revision"], "backend": line["backend"], "dtype": line["dtype"], "device_name":
             line["device_name"], "run_id": line["run_id"], "run_date": dates[line["run_id"]][:10], "_batches": {},
-            "_quality": {}, "_decode": [], "degenerate": None})
+            "_quality": {}, "_quality_metric": {}, "_decode": [], "degenerate": None})
         for name in ("total_params", "active_params"):
             entry[name] = entry.get(name) or line.get(name)
         if line["scenario"] == "latency" and line["batch_size"] == 1 and "decode_tok_s" not in entry:
@@ -76,6 +78,7 @@ def _run_entries(rows: list[dict]) -> list[dict]:
             entry["_batches"][line["batch_size"]] = line["decode_tok_s"]
         elif line["scenario"] == "quality" and line.get("quality_metric") in QUALITY_HEADLINE:
             entry["_quality"][line["task"]] = line[line["quality_metric"]]
+            entry["_quality_metric"][line["task"]] = line["quality_metric"]
             entry[f"quality_{line['task']}"] = line[line["quality_metric"]]
             if line.get("degenerate"):  # the quality scorer's flag, where the summary has it
                 entry["degenerate"] = " ".join(filter(None, [entry["degenerate"], line["task"]]))
@@ -101,6 +104,7 @@ def _aggregate(group: list[dict]) -> dict:
     for nested in ("_batches", "_quality"):
         keys = {k for entry in group for k in entry[nested]}
         line[nested] = {k: statistics.median(e[nested][k] for e in group if k in e[nested]) for k in keys}
+    line["_quality_metric"] = {k: v for entry in group for k, v in entry["_quality_metric"].items()}
     samples = [s for entry in group for s in entry["_decode"] if s is not None]
     low, high = median_interval(samples) if samples else (None, None)
     line.update(runs=len(group), run_id=" ".join(sorted(e["run_id"] for e in group)),
@@ -124,10 +128,14 @@ def _gap(entry: dict, line: dict, group: dict | None) -> None:
                      gap_task=f"{line['task']} ({group['name']})")
 
 
-def build(rows: list[dict], out_dir: Path) -> list[Path]:
-    """leaderboard-<profile>.csv per profile and index.html in `out_dir`; returns the files written."""
+def build(loaded: frame.Loaded, out_dir: Path) -> list[Path]:
+    """leaderboard-<profile>.csv per profile and index.html in `out_dir` from the rows merge.load_table read;
+    returns the files written. The page links each line's runs to their folders, relative to `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = entries(rows)
+    lines = entries(loaded.table)
+    for line in lines:
+        line["_links"] = {run: _relative(loaded.folders[run], out_dir) for run in line["run_id"].split()
+                          if run in loaded.folders}
     names = columns(lines)
     written = []
     for profile in sorted({line["profile"] for line in lines}):
@@ -137,6 +145,10 @@ def build(rows: list[dict], out_dir: Path) -> list[Path]:
     page = out_dir / "index.html"
     write_atomic(page, render_page(lines, names))
     return [*written, page]
+
+
+def _relative(folder: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(folder.resolve(), out_dir.resolve())).as_posix() + "/"
 
 
 # The columns the page can filter by, and the units it shows in human form (135M params, 657 MiB).
@@ -162,133 +174,133 @@ def definitions(names: list[str]) -> dict[str, dict]:
 
 
 def render_page(lines: list[dict], names: list[str]) -> str:
-    data = {"columns": names, "rows": [{name: line.get(name) for name in names} for line in lines],
-            "definitions": definitions(names), "filters": list(FILTERS)}
+    """The page: the table's data, each plot's plotly figure (points carry their line's index, so the page's filters
+    apply to the plots too) and plotly.js itself, inline, so the page works from disk and offline."""
+    from plotly.offline import get_plotlyjs
+
+    data = {"columns": names, "rows": [{**{name: line.get(name) for name in names}, "_links": line.get("_links", {})}
+                                       for line in lines],
+            "definitions": definitions(names), "filters": list(FILTERS), "plots": plots(lines)}
     # JSON inside <script>: escaping <, > and & keeps any text (a model name with markup) from closing the element.
     payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    figures = "\n".join(_figure(title, image, why) for title, image, why in plots(lines))
-    return TEMPLATE.read_text(encoding="utf-8").replace("@@PLOTS@@", figures).replace("@@DATA@@", payload)
+    before, after = TEMPLATE.read_text(encoding="utf-8").replace("@@DATA@@", payload).split("@@PLOTLY@@")
+    return before + get_plotlyjs() + after
 
 
-def _figure(title: str, image: bytes | None, why: str) -> str:
-    if image is None:
-        return f'<figure><figcaption>{html.escape(title)}</figcaption><p class="none">{html.escape(why)}</p></figure>'
-    source = "data:image/png;base64," + base64.b64encode(image).decode()
-    return (f'<figure><figcaption>{html.escape(title)}</figcaption><img alt="{html.escape(title)}" '
-            f'src="{source}"><p>{html.escape(why)}</p></figure>')
+def plots(lines: list[dict]) -> list[dict]:
+    """Each plot of the page: {"title", "caption", "figure"}, the figure None (and the caption saying why) where no
+    line has the data."""
+    return [_pareto(lines), _moe(lines), _cost(lines), _batches(lines)]
 
 
-def plots(lines: list[dict]) -> list[tuple[str, bytes | None, str]]:
-    """(title, PNG or None, caption or why there is no plot) for each plot of the page."""
-    import matplotlib
+def _plot(title: str, caption: str, traces: list, **layout) -> dict:
+    import plotly.graph_objects as go
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with plt.rc_context({"figure.figsize": (7, 4.2), "figure.dpi": 100}):
-        return [_pareto(plt, lines), _moe(plt, lines), _cost(plt, lines), _batches(plt, lines)]
-
-
-def _png(plt, fig) -> bytes:
-    out = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out.getvalue()
-
-
-def _scale(ax, axis: str, values: list[float]) -> None:
-    """Log scale where the values span a decade or more; else linear, whose ticks read as plain numbers (a log axis
-    over a narrow range labels only its minor ticks, in overlapping powers of ten)."""
-    positive = [v for v in values if v and v > 0]
-    if positive and max(positive) / min(positive) >= 10:
-        getattr(ax, f"set_{axis}scale")("log")
+    figure = go.Figure(traces, layout={"title": None, "margin": {"t": 20, "r": 20}, "height": 380, **layout})
+    return {"title": title, "caption": caption, "figure": json.loads(figure.to_json()) if traces else None}
 
 
 def _label(line: dict) -> str:
-    # Model names are data: an escaped $ keeps matplotlib from reading a name as math text.
-    return f"{line['model']} {line['dtype']} [{line['run_id']}]".replace("$", r"\$")
+    # Model names are data: escaped, so plotly's hover labels (which read a little HTML) show them as text.
+    runs = f"{line['runs']} run{'s' if line['runs'] != 1 else ''}"
+    return html.escape(f"{line['model']} {line['dtype']} {line['backend']} ({runs})", quote=False)
 
 
-def _pareto(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+def _axis(title: str, values: list[float]) -> dict:
+    """Log scale where the values span a decade or more, else linear."""
+    positive = [v for v in values if v and v > 0]
+    return {"title": title, "type": "log" if positive and max(positive) / min(positive) >= 10 else "linear"}
+
+
+def _points(lines: list[dict], indices: list[int], x: str, y, name: str, **style) -> dict:
+    """A scatter trace of lines[i] for i in `indices`; `y` a column or a function of the line; customdata is each
+    point's line index (the page filters by it)."""
+    import plotly.graph_objects as go
+
+    value = y if callable(y) else (lambda line: line[y])
+    return go.Scatter(x=[lines[i][x] for i in indices], y=[value(lines[i]) for i in indices], customdata=indices,
+                      hovertext=[_label(lines[i]) for i in indices], name=name, mode="markers",
+                      hovertemplate=f"%{{hovertext}}<br>{x} %{{x:.4g}}<br>%{{y:.4g}}<extra></extra>", **style)
+
+
+def _pareto(lines: list[dict]) -> dict:
     title = "Quality against decode speed"
-    counts = {}
+    counts: dict[str, int] = {}
     for line in lines:
         for task in line["_quality"]:
             if line.get("decode_tok_s") is not None:
                 counts[task] = counts.get(task, 0) + 1
     if not counts:
-        return title, None, "no run has both a latency and a quality figure"
+        return _plot(title, "no run has both a latency and a quality figure", [])
     task = max(counts, key=lambda t: (counts[t], t))
-    points = sorted(((line["decode_tok_s"], line["_quality"][task], _label(line)) for line in lines
-                     if task in line["_quality"] and line.get("decode_tok_s") is not None), reverse=True)
-    front, best = [], float("-inf")
-    for speed, quality, _ in points:  # fastest first: a point is on the front when no faster one is better
-        if quality > best:
-            front.append((speed, quality))
-            best = quality
-    fig, ax = plt.subplots()
-    ax.scatter([p[0] for p in points], [p[1] for p in points])
-    for speed, quality, label in points:
-        ax.annotate(label, (speed, quality), fontsize=7)
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", marker="o",
-            fillstyle="none", label="Pareto front")
-    ax.set(xlabel="decode tok/s (batch 1)", ylabel=f"{task}")
-    _scale(ax, "x", [p[0] for p in points])
-    ax.legend()
-    return title, _png(plt, fig), f"{task} (the task most models have) against decode speed; the front joins the " \
-                                  "models that no other model beats on both"
+    have = [i for i, line in enumerate(lines) if task in line["_quality"] and line.get("decode_tok_s") is not None]
+    error = {"type": "data", "symmetric": False,
+             "array": [(lines[i]["decode_tok_s_high"] or lines[i]["decode_tok_s"]) - lines[i]["decode_tok_s"]
+                       for i in have],
+             "arrayminus": [lines[i]["decode_tok_s"] - (lines[i]["decode_tok_s_low"] or lines[i]["decode_tok_s"])
+                            for i in have]}
+    points = _points(lines, have, "decode_tok_s", lambda line: line["_quality"][task], task, error_x=error)
+    import plotly.graph_objects as go
+
+    front = go.Scatter(x=[], y=[], name="Pareto front", mode="lines+markers", line={"shape": "hv"},
+                       marker={"symbol": "circle-open"}, meta="pareto", hoverinfo="skip")
+    metrics = {line["_quality_metric"][task] for line in lines if task in line["_quality_metric"]}
+    better = "lower" if {METRICS[name].direction for name in metrics} == {"lower"} else "higher"
+    return _plot(title, f"{task} (the task most models have) against decode speed at batch 1, with the 95% interval "
+                        f"of decode speed; the front joins the lines that no other line beats on both ({better} "
+                        f"{task} is better)", [points, front],
+                 xaxis=_axis("decode tok/s (batch 1)", [lines[i]["decode_tok_s"] for i in have]),
+                 yaxis={"title": task}, meta={"better": better})
 
 
-def _moe(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+def _moe(lines: list[dict]) -> dict:
     title = "MoE against dense: decode speed by parameters"
-    have = [line for line in lines if line.get("decode_tok_s") is not None and line.get("active_params")]
+    have = [i for i, line in enumerate(lines) if line.get("decode_tok_s") is not None and line.get("active_params")]
     if not have:
-        return title, None, "no run has latency rows with parameter counts"
-    fig, ax = plt.subplots()
-    for moe, marker, name in ((False, "o", "dense"), (True, "^", "MoE")):
-        group = [line for line in have if line["moe"] == moe]
-        if group:
-            ax.scatter([line["active_params"] for line in group], [line["decode_tok_s"] for line in group],
-                       marker=marker, label=f"{name} (active params)")
-            if moe:
-                ax.scatter([line["total_params"] for line in group], [line["decode_tok_s"] for line in group],
-                           marker=marker, facecolors="none", edgecolors="tab:orange", label="MoE (total params)")
-    for line in have:
-        ax.annotate(_label(line), (line["active_params"], line["decode_tok_s"]), fontsize=7)
-    ax.set(xlabel="parameters", ylabel="decode tok/s (batch 1)")
-    _scale(ax, "x", [line[key] for line in have for key in ("active_params", "total_params")])
-    _scale(ax, "y", [line["decode_tok_s"] for line in have])
-    ax.legend()
-    moes = sum(line["moe"] for line in have)
-    return title, _png(plt, fig), f"{moes} MoE and {len(have) - moes} dense lines; a MoE is drawn at its active " \
-                                  "and its total parameters"
+        return _plot(title, "no run has latency rows with parameter counts", [])
+    dense = [i for i in have if not lines[i]["moe"]]
+    moe = [i for i in have if lines[i]["moe"]]
+    traces = [_points(lines, dense, "active_params", "decode_tok_s", "dense")] if dense else []
+    if moe:
+        traces += [_points(lines, moe, "active_params", "decode_tok_s", "MoE (active params)",
+                           marker={"symbol": "triangle-up"}),
+                   _points(lines, moe, "total_params", "decode_tok_s", "MoE (total params)",
+                           marker={"symbol": "triangle-up-open"})]
+    values = [lines[i][key] for i in have for key in ("active_params", "total_params")]
+    return _plot(title, f"{len(moe)} MoE and {len(dense)} dense lines; a MoE is drawn at its active and its total "
+                        "parameters", traces, xaxis=_axis("parameters", values),
+                 yaxis=_axis("decode tok/s (batch 1)", [lines[i]["decode_tok_s"] for i in have]))
 
 
-def _cost(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+def _cost(lines: list[dict]) -> dict:
     title = "Cost per million output tokens, per profile"
-    priced = sorted((line for line in lines if line.get("usd_per_mtok") is not None),
-                    key=lambda line: (line["profile"], line["usd_per_mtok"]))
+    priced = sorted((i for i, line in enumerate(lines) if line.get("usd_per_mtok") is not None),
+                    key=lambda i: (lines[i]["profile"], lines[i]["usd_per_mtok"]))
     if not priced:
-        return title, None, "no profile of these runs has a price per hour, so there is no cost figure"
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(priced) + 1.5))
-    ax.barh([f"{line['profile']}: {_label(line)}" for line in priced], [line["usd_per_mtok"] for line in priced])
-    ax.set(xlabel="USD per million output tokens (batch 1)")
-    _scale(ax, "x", [line["usd_per_mtok"] for line in priced])
-    return title, _png(plt, fig), "the profile's price per hour over the output tokens per second of batch 1"
+        return _plot(title, "no profile of these runs has a price per hour, so there is no cost figure", [])
+    import plotly.graph_objects as go
+
+    bars = go.Bar(x=[lines[i]["usd_per_mtok"] for i in priced], y=[f"{lines[i]['profile']}: {_label(lines[i])}"
+                                                                   for i in priced],
+                  orientation="h", customdata=priced, hovertemplate="%{y}<br>%{x:.4g} USD/Mtok<extra></extra>")
+    return _plot(title, "the profile's price per hour over the output tokens per second of batch 1", [bars],
+                 xaxis=_axis("USD per million output tokens (batch 1)", [lines[i]["usd_per_mtok"] for i in priced]),
+                 height=max(300, 30 * len(priced) + 120))
 
 
-def _batches(plt, lines: list[dict]) -> tuple[str, bytes | None, str]:
+def _batches(lines: list[dict]) -> dict:
     title = "Decode speed against batch size"
-    swept = [line for line in lines if len(line["_batches"]) > 1]
+    swept = [i for i, line in enumerate(lines) if len(line["_batches"]) > 1]
     if not swept:
-        return title, None, "no run has a batch sweep (throughput scenario) of two or more sizes"
-    fig, ax = plt.subplots()
-    for line in swept:
-        sizes = sorted(line["_batches"])
-        ax.plot(sizes, [line["_batches"][b] for b in sizes], marker="o", label=_label(line))
-    ax.set(xlabel="batch size", ylabel="decode tok/s (all sequences)")
-    _scale(ax, "x", [b for line in swept for b in line["_batches"]])
-    _scale(ax, "y", [v for line in swept for v in line["_batches"].values()])
-    ax.legend(fontsize=7)
-    return title, _png(plt, fig), "throughput scenario: tokens per second over all sequences of the batch"
+        return _plot(title, "no run has a batch sweep (throughput scenario) of two or more sizes", [])
+    import plotly.graph_objects as go
+
+    traces = []
+    for i in swept:
+        sizes = sorted(lines[i]["_batches"])
+        traces.append(go.Scatter(x=sizes, y=[lines[i]["_batches"][b] for b in sizes], mode="lines+markers",
+                                 name=_label(lines[i]), customdata=[i] * len(sizes), hovertext=[_label(lines[i])] *
+                                 len(sizes), hovertemplate="%{hovertext}<br>batch %{x}: %{y:.4g} tok/s<extra></extra>"))
+    return _plot(title, "throughput scenario: tokens per second over all sequences of the batch", traces,
+                 xaxis=_axis("batch size", [b for i in swept for b in lines[i]["_batches"]]),
+                 yaxis=_axis("decode tok/s (all sequences)", [v for i in swept for v in lines[i]["_batches"].values()]))

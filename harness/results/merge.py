@@ -1,13 +1,15 @@
 """Rows of many run folders as one table: found, checked against the schema, exact duplicates dropped; exported as
-long rows (JSONL, CSV, Parquet) and as the wide summary view (CSV, Parquet)."""
+long rows (JSONL with each environment once, Parquet) and as the wide summary view (CSV, Parquet)."""
 
-import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from harness.errors import ConfigError
+from harness.results import frame
 from harness.results.schema import upgrade
-from harness.results.store import read_rows, write_atomic, write_jsonl_atomic
-from harness.results.tables import SUMMARY_COLUMNS, csv_text, summary_rows
+from harness.results.store import read_rows
+from harness.results.tables import SUMMARY_COLUMNS, csv_text, summary
 
 
 def rows_files(paths: list[str]) -> list[Path]:
@@ -27,13 +29,13 @@ def rows_files(paths: list[str]) -> list[Path]:
 
 
 def load(paths: list[str]) -> tuple[list[dict], int]:
-    """Every row of the named runs, in the current schema, exact duplicates (the same run merged twice) dropped;
-    returns the rows and how many duplicates were dropped. Distinct measurements are all kept."""
+    """Every row of the named runs as dicts (for compare and the claims, which read a few runs), in the current
+    schema, exact duplicates (frame.IDENTITY) dropped; returns the rows and how many duplicates were dropped."""
     rows, seen, duplicates = [], set(), 0
     for file in rows_files(paths):
         for number, row in enumerate(read_rows(file), 1):
             row = upgrade(row, f"{file}: row {number}")
-            identity = json.dumps(row, sort_keys=True, default=str)
+            identity = tuple(str(row.get(name)) for name in frame.IDENTITY)
             if identity in seen:
                 duplicates += 1
                 continue
@@ -42,66 +44,23 @@ def load(paths: list[str]) -> tuple[list[dict], int]:
     return rows, duplicates
 
 
-def summary_lines(rows: list[dict]) -> list[dict]:
-    """The wide view (one line per cell and batch size) of rows from any number of runs, run by run."""
-    runs: dict = {}
-    for row in rows:
-        runs.setdefault(row.get("run_id"), []).append(row)
-    return [line for run_rows in runs.values() for line in summary_rows(run_rows)]
+def load_table(paths: list[str]) -> frame.Loaded:
+    """Every row of the named runs as one Arrow table (for merge and the leaderboard, which read many)."""
+    return frame.load(rows_files(paths))
 
 
-def flat(row: dict) -> dict:
-    """A long row as flat cells: statistics as stats_* columns, nested values (params, key, samples, fingerprint)
-    as JSON text."""
-    cells = {}
-    for name, value in row.items():
-        if name == "stats":
-            cells.update({f"stats_{k}": v for k, v in value.items()})
-        elif isinstance(value, dict | list):
-            cells[name] = json.dumps(value, sort_keys=True, default=str)
-        else:
-            cells[name] = value
-    return cells
-
-
-def columns_of(lines: list[dict]) -> list[str]:
-    return list(dict.fromkeys(name for line in lines for name in line))
-
-
-def write_parquet(path: Path, lines: list[dict], columns: list[str]) -> None:
-    """A Parquet file with one typed column per name: numbers as float64 (int64 where all are integers), booleans,
-    everything else as text."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrays = {}
-    for name in columns:
-        values = [line.get(name) for line in lines]
-        present = [v for v in values if v is not None]
-        if present and all(isinstance(v, bool) for v in present):
-            kind = pa.bool_()
-        elif present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-            kind = pa.int64()
-        elif present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
-            kind = pa.float64()
-        else:
-            kind = pa.string()
-            values = [None if v is None else str(v) for v in values]
-        arrays[name] = pa.array(values, type=kind)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table(arrays), tmp)
-    tmp.replace(path)
-
-
-def write_tables(out_dir: Path, rows: list[dict]) -> list[Path]:
-    """rows.jsonl, rows.csv, rows.parquet (long) and summary.csv, summary.parquet (wide) in `out_dir`."""
+def write_tables(out_dir: Path, loaded: frame.Loaded) -> list[Path]:
+    """rows.jsonl, rows.parquet (long) and summary.csv, summary.parquet (wide) in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    long = [flat(row) for row in rows]
-    long_columns = columns_of(long)
-    wide = summary_lines(rows)
-    write_jsonl_atomic(out_dir / "rows.jsonl", rows)
-    write_atomic(out_dir / "rows.csv", csv_text(long_columns, long))
-    write_parquet(out_dir / "rows.parquet", long, long_columns)
-    write_atomic(out_dir / "summary.csv", csv_text(SUMMARY_COLUMNS, wide))
-    write_parquet(out_dir / "summary.parquet", wide, SUMMARY_COLUMNS)
-    return [out_dir / name for name in ("rows.jsonl", "rows.csv", "rows.parquet", "summary.csv", "summary.parquet")]
+    names = ("rows.jsonl", "rows.parquet", "summary.csv", "summary.parquet")
+    temporary = {name: out_dir / f".{name}.tmp" for name in names}
+    with temporary["rows.jsonl"].open("wb") as file:
+        file.writelines(frame.lines(loaded))
+    pq.write_table(loaded.table, temporary["rows.parquet"])
+    wide = summary(loaded.table)
+    temporary["summary.csv"].write_text(csv_text(SUMMARY_COLUMNS, wide), encoding="utf-8")
+    wide.reindex(columns=SUMMARY_COLUMNS).astype(object).where(wide.notna(), None).to_parquet(
+        temporary["summary.parquet"], index=False)
+    for name in names:
+        temporary[name].replace(out_dir / name)
+    return [out_dir / name for name in names]

@@ -2,7 +2,9 @@
 
 A row describes itself: what was measured (metric, unit, formula id, value, statistics, raw samples), under which
 conditions (params), on what (model and its weights hash, backend and version, device, dtype, task and version),
-on which machine (the environment fingerprint), and the comparability key that says which rows may be compared.
+on which machine (the environment fingerprint, named by its id), and the comparability key that says which rows may
+be compared. On disk (harness.results.store) a file holds each fingerprint once, as an environment record, and each
+row its `fingerprint_id`; in memory every row has its `fingerprint` again.
 """
 
 import datetime
@@ -13,7 +15,7 @@ from harness.errors import ConfigError
 
 # Bump when the row layout changes, and teach upgrade() to turn rows of the older version into the new layout
 # (tests/fixtures/rows_v*.jsonl keep a real sample of every version, and the tests read each).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The context fields that decide whether two figures are comparable: the workload (docs/METRICS.md). The
 # environment (backend version, driver, torch, bench's revision: ENVIRONMENT_FIELDS) is recorded with every row but
@@ -43,6 +45,11 @@ def key_id(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def fingerprint_id(fingerprint: dict) -> str:
+    """The id of an environment fingerprint: equal fingerprints have equal ids, across runs and machines."""
+    return key_id(fingerprint)
+
+
 def make_row(context: dict, *, metric: str | None, unit: str | None, formula: str | None, value, params: dict,
              stats: dict | None = None, samples: list | None = None, status: str = "ok",
              error: str | None = None) -> dict:
@@ -62,6 +69,7 @@ def make_row(context: dict, *, metric: str | None, unit: str | None, formula: st
         "error": error,
         "key": key,
         "key_id": key_id(key),
+        "fingerprint_id": fingerprint_id(context.get("fingerprint", {})),
         "fingerprint": context.get("fingerprint", {}),
     }
 
@@ -77,7 +85,9 @@ def upgrade(row: dict, where: str) -> dict:
     (a newer bench's) is refused rather than misread.
     Version 2 added `profile_specs` (the profile's price per hour and interconnect, which verdicts read); a version 1
     row gets None for each: unknown, never looked up in today's profile files. Version 2's key is the workload only:
-    a version 1 row's key (which held backend_version and the driver) is made anew from its fields."""
+    a version 1 row's key (which held backend_version and the driver) is made anew from its fields. Version 3 stores
+    the fingerprint once per file (rows name it by `fingerprint_id`); an older row, which holds its own, gets the id
+    of it."""
     version = row.get("schema_version")
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise ConfigError(f"{where}: row schema version {version!r} is not one this bench reads (1 to "
@@ -86,4 +96,6 @@ def upgrade(row: dict, where: str) -> dict:
         key = comparability_key(row, row.get("params") or {})
         row = {**row, "schema_version": 2, "profile_specs": {"price_usd_per_hour": None, "interconnect": None},
                "key": key, "key_id": key_id(key)}
+    if version <= 2:
+        row = {**row, "schema_version": 3, "fingerprint_id": fingerprint_id(row.get("fingerprint") or {})}
     return row

@@ -1,4 +1,8 @@
-"""Where rows go: rows.jsonl, appended and flushed to disk as each figure is measured; files replaced atomically."""
+"""Where rows go: rows.jsonl, appended and flushed to disk as each figure is measured; files replaced atomically.
+
+A rows file holds each environment fingerprint once, as a line {"record": "environment", "fingerprint_id",
+"fingerprint"} written before the first row that names it; a row carries only its `fingerprint_id`. Readers give
+every row its `fingerprint` back."""
 
 import contextlib
 import fcntl
@@ -12,9 +16,26 @@ from pathlib import Path
 import yaml
 
 from harness.errors import ConfigError
+from harness.results.schema import fingerprint_id
 
 # What every result row has (schema.make_row); a JSON object without them is not a row.
 ROW_KEYS = ("schema_version", "cell_id", "status")
+ENVIRONMENT = "environment"  # the `record` of a line that holds a fingerprint
+
+
+def stored_lines(record: dict, written: set[str]) -> str:
+    """The JSON lines that store `record`: a row with a fingerprint becomes its environment record (unless `written`
+    holds its id already) and the row naming it; any other record is one line as it is."""
+    if "fingerprint" not in record:
+        return json.dumps(record, default=str) + "\n"
+    ident = record.get("fingerprint_id") or fingerprint_id(record["fingerprint"])
+    environment = ""
+    if ident not in written:
+        written.add(ident)
+        environment = json.dumps({"record": ENVIRONMENT, "fingerprint_id": ident,
+                                  "fingerprint": record["fingerprint"]}, default=str) + "\n"
+    row = {name: value for name, value in record.items() if name != "fingerprint"} | {"fingerprint_id": ident}
+    return environment + json.dumps(row, default=str) + "\n"
 
 
 class RowWriter:
@@ -22,11 +43,13 @@ class RowWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._environments = {record.get("fingerprint_id") for record in read_jsonl(self.path, lambda _: None)
+                              if record.get("record") == ENVIRONMENT} if self.path.exists() else set()
         self._file = self.path.open("a", encoding="utf-8")
         self.written = 0  # rows written by this writer
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row, default=str) + "\n")
+        self._file.write(stored_lines(row, self._environments))
         self._file.flush()
         os.fsync(self._file.fileno())
         self.written += 1
@@ -60,19 +83,31 @@ def read_jsonl(path: Path, on_bad_line: Callable[[str], None] = _warn) -> list[d
 
 
 def read_rows(path: Path, on_bad_line: Callable[[str], None] = _warn) -> list[dict]:
-    """The result rows of a rows.jsonl; a line that is not a row is reported with its line number and skipped."""
-    rows = []
+    """The result rows of a rows.jsonl, each with its fingerprint; a line that is not a row is reported with its
+    line number and skipped, and a row whose environment record is missing keeps an empty fingerprint, reported."""
+    rows, environments = [], {}
     for number, record in enumerate(read_jsonl(path, on_bad_line), 1):
+        if record.get("record") == ENVIRONMENT:
+            environments[record.get("fingerprint_id")] = record.get("fingerprint") or {}
+            continue
         missing = [key for key in ROW_KEYS if key not in record]
         if missing:
             on_bad_line(f"{path}: record {number} is not a result row (no {', '.join(missing)}); skipped")
             continue
+        if "fingerprint" not in record:
+            record["fingerprint"] = environments.get(record.get("fingerprint_id"))
+            if record["fingerprint"] is None:
+                on_bad_line(f"{path}: record {number} names environment {record.get('fingerprint_id')}, which no "
+                            "earlier line holds; its fingerprint is unknown")
+                record["fingerprint"] = {}
         rows.append(record)
     return rows
 
 
 def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(record, default=str) + "\n" for record in records))
+    """`records` (rows or any other JSON objects) as `path`, each fingerprint stored once."""
+    written: set[str] = set()
+    write_atomic(path, "".join(stored_lines(record, written) for record in records))
 
 
 @contextlib.contextmanager

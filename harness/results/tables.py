@@ -1,10 +1,12 @@
 """Wide views of the long rows: summary.csv (one line per cell and batch size) and the console table."""
 
-import csv
 import io
 from pathlib import Path
 
+import pandas as pd
+
 from harness.measure.metrics import METRICS, console_columns, headlines
+from harness.results import frame
 from harness.results.console import table
 from harness.results.store import write_atomic
 
@@ -23,78 +25,138 @@ SUMMARY_COLUMNS = [
 ]
 
 
+# What the summary reads of the long rows (frame.columns of the flattened table).
+ROW_COLUMNS = [*dict.fromkeys([*CONTEXT_COLUMNS, "cell_id", "metric", "value", "status", "error", "key_id",
+                               "params.batch_size", "params.load", "params.prompt_tokens", "params.output_tokens",
+                               "params.engine_step", "stats.n", "stats.stderr", "stats.uniform",
+                               *(f"stats.{name}" for name in DEGENERACY_FIELDS)])]
+LINE_PARAMS = ["params.prompt_tokens", "params.output_tokens", "params.engine_step", "params.load"]
+CELL = ["run_id", "cell_id"]
+LINE = [*CELL, "batch"]
+
+
 def summary_rows(rows: list[dict]) -> list[dict]:
-    """Groups rows by cell and batch size. Figures without a batch size (the cell's memory) go on every line of
-    their cell; a failed row marks every line of its cell failed, with the error."""
-    cells: dict[str, dict] = {}
-    for row in rows:
-        cells.setdefault(row["cell_id"], {"rows": [], "first": row})["rows"].append(row)
-    lines = []
-    for cell in cells.values():
-        per_batch: dict = {}
-        shared: dict = {}
-        failure = next((r for r in cell["rows"] if r["status"] != "ok"), None)
-        for row in cell["rows"]:
-            if row["metric"] is None:
-                continue
-            # Served load has a line per load point (concurrency or rate) instead of a batch size.
-            batch = row["params"].get("batch_size", row["params"].get("load"))
-            target = shared if batch is None else per_batch.setdefault(batch, {"_params": row["params"]})
-            target[row["metric"]] = row
-        # A cell without batch sizes (quality) takes its line's parameters from its headline figure.
-        cell_params = next((r["params"] for r in cell["rows"] if r["metric"] in QUALITY_HEADLINE), {})
-        for batch, figures in (sorted(per_batch.items()) or [(None, {"_params": cell_params})]):
-            line = _line(cell["first"], figures.pop("_params"), {**shared, **figures})
-            line["batch_size"] = None if isinstance(batch, str) else batch
-            if failure:
-                line["status"], line["error"] = failure["status"], failure["error"]
-            lines.append(line)
-    return lines
+    """The summary lines of rows in memory (one run's), as dicts with None for what a line lacks."""
+    return records(summary(frame.from_rows(rows)))
 
 
-def _line(first: dict, params: dict, figures: dict) -> dict:
-    line = {col: first.get(col) for col in CONTEXT_COLUMNS}
-    line.update(prompt_tokens=params.get("prompt_tokens"), output_tokens=params.get("output_tokens"),
-                engine_step=params.get("engine_step"), load=params.get("load"))
-    for name, row in figures.items():
-        if name in FIGURE_COLUMNS:
-            line[name] = row["value"]
-    quality = next((figures[m] for m in QUALITY_HEADLINE if m in figures), None)
-    if quality:
-        line["quality_metric"], line["quality_stderr"] = quality["metric"], quality["stats"].get("stderr")
-        line["quality_uniform"] = quality["stats"].get("uniform")  # what a model that knew nothing would score
-        line.update({name: quality["stats"].get(name) for name in DEGENERACY_FIELDS})
-    timed = figures.get("decode_tok_s") or figures.get("ttft_ms") or quality
-    line["samples"] = timed["stats"].get("n") if timed else None
-    line["key_id"] = timed["key_id"] if timed else None
-    line["status"], line["error"] = "ok", None
-    return line
+def records(lines: pd.DataFrame) -> list[dict]:
+    return lines.astype(object).where(lines.notna(), None).to_dict("records")
+
+
+def summary(table) -> pd.DataFrame:
+    """The wide view of a flattened rows table: a line per run, cell and batch size (or load point of served load).
+    Figures without a batch size (the cell's memory) go on every line of their cell, a batch's own figure before
+    them; a cell without batch sizes (quality) has one line, with its headline figure's parameters; a failed row
+    marks every line of its cell failed, with the error."""
+    rows = frame.columns(table, ROW_COLUMNS)
+    rows["batch"] = rows["params.batch_size"].astype(object).where(rows["params.batch_size"].notna(),
+                                                                   rows["params.load"])
+    figures = rows[rows["metric"].notna()]
+    batched, shared = figures[figures["batch"].notna()], figures[figures["batch"].isna()]
+    lines = _lines(rows, batched, figures)
+    lines = lines.join(_values(lines, batched, shared))
+    quality = _pick(lines, batched, shared, QUALITY_HEADLINE)
+    lines["quality_metric"], lines["quality_stderr"] = quality["metric"], quality["stats.stderr"]
+    lines["quality_uniform"] = quality["stats.uniform"]  # what a model that knew nothing would score
+    for name in DEGENERACY_FIELDS:
+        lines[name] = quality[f"stats.{name}"]
+    timed = _pick(lines, batched, shared, ["decode_tok_s", "ttft_ms", *QUALITY_HEADLINE])
+    lines["samples"], lines["key_id"] = timed["stats.n"], timed["key_id"]
+    failure = _aligned(rows[rows["status"] != "ok"].drop_duplicates(CELL).set_index(CELL)[["status", "error"]],
+                       lines, CELL)
+    lines["status"] = failure["status"].where(failure["status"].notna(), "ok")
+    lines["error"] = failure["error"]
+    lines["batch_size"] = lines["batch"].where(lines["batch"].map(lambda b: not isinstance(b, str)), None)
+    return lines.reindex(columns=list(dict.fromkeys([*SUMMARY_COLUMNS, *lines.columns]))).drop(columns="batch")
+
+
+def _aligned(indexed: pd.DataFrame, lines: pd.DataFrame, on: list[str]) -> pd.DataFrame:
+    """`indexed` (indexed by `on`) reindexed to the lines, one entry per line."""
+    return indexed.reindex(pd.MultiIndex.from_frame(lines[on])).set_axis(lines.index)
+
+
+def _values(lines: pd.DataFrame, batched: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
+    """Each line's figures: its batch's own value, else its cell's shared one (the last row of a metric wins)."""
+    def wide(rows: pd.DataFrame, on: list[str]) -> pd.DataFrame:
+        if rows.empty:
+            return pd.DataFrame(index=lines.index)
+        return _aligned(rows.pivot_table(index=on, columns="metric", values="value", aggfunc="last"), lines, on)
+
+    values = wide(batched, LINE).combine_first(wide(shared, CELL))
+    return values.reindex(columns=[name for name in FIGURE_COLUMNS if name in values.columns])
+
+
+def _lines(rows: pd.DataFrame, batched: pd.DataFrame, figures: pd.DataFrame) -> pd.DataFrame:
+    """The line of each run, cell and batch (sorted within the cell, cells in the order they ran), with the context
+    of the cell's first row and the parameters of the batch's first row (of a line without a batch: its headline
+    figure's)."""
+    cells = rows.drop_duplicates(CELL)[[*CONTEXT_COLUMNS, "cell_id"]].reset_index(drop=True)
+    cells["_cell"] = range(len(cells))
+    per_batch = batched.drop_duplicates(LINE)[[*LINE, *LINE_PARAMS]]
+    headline = figures[figures["metric"].isin(QUALITY_HEADLINE)].drop_duplicates(CELL)[[*CELL, *LINE_PARAMS]]
+    unbatched = cells[CELL].merge(headline, how="left", on=CELL)
+    unbatched = unbatched[~pd.MultiIndex.from_frame(unbatched[CELL]).isin(
+        pd.MultiIndex.from_frame(per_batch[CELL]))].assign(batch=None)
+    lines = pd.concat([per_batch, unbatched], ignore_index=True).merge(cells, on=CELL)
+    lines["_order"] = lines["batch"].map(lambda b: (isinstance(b, str), b if b is not None else 0))
+    lines = lines.sort_values(["_cell", "_order"], kind="stable").drop(columns=["_cell", "_order"])
+    return lines.rename(columns={name: name[len("params."):] for name in LINE_PARAMS}).reset_index(drop=True)
+
+
+def _pick(lines: pd.DataFrame, batched: pd.DataFrame, shared: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """For each line, the row of the first metric of `order` among its figures (the batch's own row before a
+    shared one), aligned with `lines`; a line with none of them gets nulls."""
+    keyed = lines[LINE].reset_index(names="_line")
+    own = batched[batched["metric"].isin(order)].merge(keyed, on=LINE).assign(_mine=0)
+    common = shared[shared["metric"].isin(order)].drop(columns="batch").merge(keyed, on=CELL).assign(_mine=1)
+    found = pd.concat([own, common], ignore_index=True)
+    found["_rank"] = found["metric"].map({name: place for place, name in enumerate(order)})
+    found = found.sort_values(["_line", "_rank", "_mine"], kind="stable").drop_duplicates("_line")
+    return found.set_index("_line").reindex(lines.index)
 
 
 def write_summary_csv(path: Path, lines: list[dict]) -> None:
     write_atomic(path, csv_text(SUMMARY_COLUMNS, lines))
 
 
-def csv_text(columns: list[str], lines: list[dict]) -> str:
-    """CSV of `lines` under `columns` (other keys ignored); the one CSV writer of every table bench writes."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for line in lines:
-        writer.writerow({k: _cell(v) for k, v in line.items()})
-    return out.getvalue()
+def csv_text(columns: list[str], lines: list[dict] | pd.DataFrame) -> str:
+    """CSV of `lines` under `columns` (other keys ignored), written by pyarrow: the one CSV writer of every table
+    bench writes. Numbers are written exactly (shortest round-trip form, whole numbers without a point), booleans as
+    true/false, text quoted and guarded against spreadsheet formulas."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    lines = lines if isinstance(lines, pd.DataFrame) else pd.DataFrame(list(lines))
+    lines = lines.reindex(columns=columns)
+    out = io.BytesIO()
+    pa_csv.write_csv(pa.table({name: _arrow_column(lines[name]) for name in columns}), out)
+    return out.getvalue().decode()
 
 
 # A text cell starting with one of these is a formula to a spreadsheet (CSV injection): a quote in front makes it text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value):
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return "" if value is None else value
+def _arrow_column(column: pd.Series):
+    """A column as one Arrow type: numbers as float64 (int64 where pandas holds integers), booleans, else text with
+    any formula start quoted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return pa.array(column, from_pandas=True)
+    present = column[column.notna()]
+    kinds = set(present.map(type))
+    if kinds and kinds <= {bool}:
+        return pa.array(column.astype(object).where(column.notna(), None), type=pa.bool_())
+    if kinds and kinds <= {int, float}:
+        return pa.array(column.astype(object).where(column.notna(), None), type=pa.float64())
+    text = pa.array(column.map(lambda v: None if v is None or v is pd.NA or v != v else str(v)), type=pa.string())
+    formula = pc.or_(pc.starts_with(text, FORMULA_STARTS[0]), pc.starts_with(text, FORMULA_STARTS[1]))
+    for start in FORMULA_STARTS[2:]:
+        formula = pc.or_(formula, pc.starts_with(text, start))
+    return pc.if_else(pc.fill_null(formula, False), pc.binary_join_element_wise("'", text, ""), text)
 
 
 CONSOLE_COLUMNS = [("model", "model"), ("scenario", "scenario"), ("task", "task"), ("engine_step", "engine"),

@@ -1,0 +1,34 @@
+"""Shared parts of the benchmarks (a pytest-benchmark suite: `pytest benchmarks/`, not run by .ci/run)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`bench ARGS` in a fresh process (what a user runs), its output captured; fails the benchmark if bench does."""
+    done = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd or ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert done.returncode == 0, done.stdout
+    return done
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> Path:
+    """A real quick-suite run on tiny-dense: the rows the scale benchmark multiplies."""
+    out = tmp_path_factory.mktemp("real-run") / "run"
+    bench("run", "--model", "tiny-dense", "--no-progress", "--out", str(out))
+    return out
+
+
+def report(name: str, figure: float, target: float, unit: str, better: str) -> str:
+    """One printed line: the figure, its target and their ratio (figure over target), and whether it is met."""
+    met = figure <= target if better == "lower" else figure >= target
+    line = (f"{name}: {figure:.4g} {unit} (target {'at most' if better == 'lower' else 'at least'} {target:g} "
+            f"{unit}; ratio {figure / target:.3f}) {'MET' if met else 'NOT MET'}")
+    print(line)
+    return line
