@@ -40,7 +40,7 @@ def test_every_schema_version_loads_into_one_table_and_a_second_copy_is_all_dupl
     expected = sum(len(read_rows(path)) for path in files)
     assert loaded.table.num_rows == expected and loaded.duplicates == len(read_rows(copy))
     assert set(loaded.table["schema_version"].to_pylist()) == {3}  # older rows upgraded as they are read
-    merged = [json.loads(line) for line in frame.lines(loaded)]
+    merged = [json.loads(line) for line in b"".join(frame.lines(loaded)).splitlines()]
     environments = [line["fingerprint_id"] for line in merged if line.get("record") == "environment"]
     assert len(environments) == len(set(environments)) == len(loaded.environments) == 3
     assert sum("record" not in line for line in merged) == expected

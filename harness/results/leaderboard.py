@@ -25,6 +25,10 @@ from harness.results.store import write_atomic
 from harness.results.tables import QUALITY_HEADLINE, csv_text, records, summary
 
 TEMPLATE = Path(__file__).with_name("leaderboard.html")
+# What a leaderboard line reads of the summary, besides its figures.
+ENTRY_COLUMNS = ["run_id", "model", "model_source", "model_revision", "backend", "dtype", "profile", "device_name",
+                 "scenario", "task", "batch_size", "engine_step", "total_params", "active_params", "quality_metric",
+                 "degenerate", "key_id", "status"]
 # Speed, memory, energy and cost from the latency line at batch 1: the registry's leaderboard figures.
 SPEED_COLUMNS = leaderboard_columns()
 HEAD_COLUMNS = ["profile", "model", "model_revision", "total_params", "active_params", "moe", "backend", "dtype",
@@ -55,11 +59,13 @@ def _run_entries(table: pa.Table) -> list[dict]:
     """One line per run, model, backend and dtype (with its decode samples, for the interval)."""
     dates = frame.columns(table, ["run_id", "time"]).groupby("run_id", dropna=False)["time"].min().to_dict()
     decode = {(row["run_id"], row["key_id"]): row["samples"] for row in table.filter(
-        pc.equal(table["metric"], "decode_tok_s")).select(["run_id", "key_id", "samples"]).to_pylist()} \
+        pc.equal(frame.text(table["metric"]), "decode_tok_s")).select(["run_id", "key_id", "samples"]).to_pylist()} \
         if "samples" in table.column_names else {}
     lines = summary(table)
-    # A step of an engine-settings ladder is no configuration.
-    lines = lines[(lines["status"] == "ok") & lines["engine_step"].isna()]
+    # A step of an engine-settings ladder is no configuration; the lines' other figures are not the leaderboard's.
+    lines = lines.loc[(lines["status"] == "ok") & lines["engine_step"].isna()
+                      & lines["scenario"].isin(["latency", "throughput", "quality"]),
+                      list(dict.fromkeys([*ENTRY_COLUMNS, *SPEED_COLUMNS, *QUALITY_HEADLINE]))]
     gaps = claims.leaderboard_gaps()
     found: dict = {}
     for line in records(lines):

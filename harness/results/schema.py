@@ -4,7 +4,8 @@ A row describes itself: what was measured (metric, unit, formula id, value, stat
 conditions (params), on what (model and its weights hash, backend and version, device, dtype, task and version),
 on which machine (the environment fingerprint, named by its id), and the comparability key that says which rows may
 be compared. On disk (harness.results.store) a file holds each fingerprint once, as an environment record, and each
-row its `fingerprint_id`; in memory every row has its `fingerprint` again.
+row its `fingerprint_id` and `key_id` (not the key, which is made of the row's fields); in memory every row has its
+`fingerprint` and `key` again.
 """
 
 import datetime

@@ -1,8 +1,9 @@
 """Where rows go: rows.jsonl, appended and flushed to disk as each figure is measured; files replaced atomically.
 
 A rows file holds each environment fingerprint once, as a line {"record": "environment", "fingerprint_id",
-"fingerprint"} written before the first row that names it; a row carries only its `fingerprint_id`. Readers give
-every row its `fingerprint` back."""
+"fingerprint"} written before the first row that names it; a row carries only its `fingerprint_id`, and its
+`key_id` without the key itself (the key is made of the row's own fields). Readers give every row its `fingerprint`
+and its `key` back."""
 
 import contextlib
 import fcntl
@@ -16,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import ConfigError
-from harness.results.schema import fingerprint_id
+from harness.results.schema import comparability_key, fingerprint_id
 
 # What every result row has (schema.make_row); a JSON object without them is not a row.
 ROW_KEYS = ("schema_version", "cell_id", "status")
@@ -25,7 +26,7 @@ ENVIRONMENT = "environment"  # the `record` of a line that holds a fingerprint
 
 def stored_lines(record: dict, written: set[str]) -> str:
     """The JSON lines that store `record`: a row with a fingerprint becomes its environment record (unless `written`
-    holds its id already) and the row naming it; any other record is one line as it is."""
+    holds its id already) and the row naming it, without its key; any other record is one line as it is."""
     if "fingerprint" not in record:
         return json.dumps(record, default=str) + "\n"
     ident = record.get("fingerprint_id") or fingerprint_id(record["fingerprint"])
@@ -34,7 +35,8 @@ def stored_lines(record: dict, written: set[str]) -> str:
         written.add(ident)
         environment = json.dumps({"record": ENVIRONMENT, "fingerprint_id": ident,
                                   "fingerprint": record["fingerprint"]}, default=str) + "\n"
-    row = {name: value for name, value in record.items() if name != "fingerprint"} | {"fingerprint_id": ident}
+    row = {name: value for name, value in record.items() if name not in ("fingerprint", "key")}
+    row["fingerprint_id"] = ident
     return environment + json.dumps(row, default=str) + "\n"
 
 
@@ -94,6 +96,8 @@ def read_rows(path: Path, on_bad_line: Callable[[str], None] = _warn) -> list[di
         if missing:
             on_bad_line(f"{path}: record {number} is not a result row (no {', '.join(missing)}); skipped")
             continue
+        if "key" not in record:
+            record["key"] = comparability_key(record, record.get("params") or {})
         if "fingerprint" not in record:
             record["fingerprint"] = environments.get(record.get("fingerprint_id"))
             if record["fingerprint"] is None:

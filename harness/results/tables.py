@@ -25,8 +25,9 @@ SUMMARY_COLUMNS = [
 ]
 
 
-# What the summary reads of the long rows (frame.columns of the flattened table).
-ROW_COLUMNS = [*dict.fromkeys([*CONTEXT_COLUMNS, "cell_id", "metric", "value", "status", "error", "key_id",
+# What the summary reads of every long row (frame.columns of the flattened table); the context (CONTEXT_COLUMNS) it
+# reads of each cell's first row only.
+ROW_COLUMNS = [*dict.fromkeys(["run_id", "cell_id", "metric", "value", "status", "error", "key_id",
                                "params.batch_size", "params.load", "params.prompt_tokens", "params.output_tokens",
                                "params.engine_step", "stats.n", "stats.stderr", "stats.uniform",
                                *(f"stats.{name}" for name in DEGENERACY_FIELDS)])]
@@ -52,9 +53,10 @@ def summary(table) -> pd.DataFrame:
     rows = frame.columns(table, ROW_COLUMNS)
     rows["batch"] = rows["params.batch_size"].astype(object).where(rows["params.batch_size"].notna(),
                                                                    rows["params.load"])
-    figures = rows[rows["metric"].notna()]
-    batched, shared = figures[figures["batch"].notna()], figures[figures["batch"].isna()]
-    lines = _lines(rows, batched, figures)
+    figures = _where(rows, rows["metric"].notna())
+    has_batch = figures["batch"].notna()
+    batched, shared = _where(figures, has_batch), _where(figures, ~has_batch)
+    lines = _lines(table, rows, batched, figures)
     lines = lines.join(_values(lines, batched, shared))
     quality = _pick(lines, batched, shared, QUALITY_HEADLINE)
     lines["quality_metric"], lines["quality_stderr"] = quality["metric"], quality["stats.stderr"]
@@ -69,6 +71,10 @@ def summary(table) -> pd.DataFrame:
     lines["error"] = failure["error"]
     lines["batch_size"] = lines["batch"].where(lines["batch"].map(lambda b: not isinstance(b, str)), None)
     return lines.reindex(columns=list(dict.fromkeys([*SUMMARY_COLUMNS, *lines.columns]))).drop(columns="batch")
+
+
+def _where(rows: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
+    return rows if mask.all() else rows[mask]
 
 
 def _aligned(indexed: pd.DataFrame, lines: pd.DataFrame, on: list[str]) -> pd.DataFrame:
@@ -87,11 +93,14 @@ def _values(lines: pd.DataFrame, batched: pd.DataFrame, shared: pd.DataFrame) ->
     return values.reindex(columns=[name for name in FIGURE_COLUMNS if name in values.columns])
 
 
-def _lines(rows: pd.DataFrame, batched: pd.DataFrame, figures: pd.DataFrame) -> pd.DataFrame:
+def _lines(table, rows: pd.DataFrame, batched: pd.DataFrame, figures: pd.DataFrame) -> pd.DataFrame:
     """The line of each run, cell and batch (sorted within the cell, cells in the order they ran), with the context
     of the cell's first row and the parameters of the batch's first row (of a line without a batch: its headline
     figure's)."""
-    cells = rows.drop_duplicates(CELL)[[*CONTEXT_COLUMNS, "cell_id"]].reset_index(drop=True)
+    import pyarrow as pa
+
+    first = rows.drop_duplicates(CELL).index.to_numpy()
+    cells = frame.columns(table.take(pa.array(first)), [*CONTEXT_COLUMNS, "cell_id"])
     cells["_cell"] = range(len(cells))
     per_batch = batched.drop_duplicates(LINE)[[*LINE, *LINE_PARAMS]]
     headline = figures[figures["metric"].isin(QUALITY_HEADLINE)].drop_duplicates(CELL)[[*CELL, *LINE_PARAMS]]
@@ -142,17 +151,25 @@ def _arrow_column(column: pd.Series):
     """A column as one Arrow type: numbers as float64 (int64 where pandas holds integers), booleans, else text with
     any formula start quoted."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return pa.array(column, from_pandas=True)
+    if isinstance(column.dtype, pd.StringDtype):  # text already (pandas 3 reads Arrow text so)
+        return _guarded(pa.array(column, from_pandas=True, type=pa.string()))
     present = column[column.notna()]
     kinds = set(present.map(type))
     if kinds and kinds <= {bool}:
         return pa.array(column.astype(object).where(column.notna(), None), type=pa.bool_())
     if kinds and kinds <= {int, float}:
         return pa.array(column.astype(object).where(column.notna(), None), type=pa.float64())
-    text = pa.array(column.map(lambda v: None if v is None or v is pd.NA or v != v else str(v)), type=pa.string())
+    return _guarded(pa.array(column.map(lambda v: None if v is None or v is pd.NA or v != v else str(v)),
+                             type=pa.string()))
+
+
+def _guarded(text):
+    """Text cells, each that starts like a formula quoted."""
+    import pyarrow.compute as pc
+
     formula = pc.or_(pc.starts_with(text, FORMULA_STARTS[0]), pc.starts_with(text, FORMULA_STARTS[1]))
     for start in FORMULA_STARTS[2:]:
         formula = pc.or_(formula, pc.starts_with(text, start))
