@@ -45,7 +45,8 @@ class YamlDoc:
 
     def error(self, path: tuple, reason: str, hint: str = "") -> ConfigError:
         line = self.line(path)
-        field = ".".join(str(p) for p in path) or "(top level)"
+        # A key with a line break or other control character is shown quoted, so the error stays one line.
+        field = ".".join(str(p) if str(p).isprintable() else repr(p) for p in path) or "(top level)"
         where = f"{self.file}:{line}" if line else str(self.file)
         return ConfigError(f"{where}: {field}: {reason}", hint)
 

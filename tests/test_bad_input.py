@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import SUITE_OPTIONS, main
@@ -71,6 +71,7 @@ PROFILE = yaml.safe_load((PROFILE_DIR / "rtx4090.yaml").read_text())
 @FUZZ
 @given(text=documents(TASK, sorted({*TASK, "fewshot", "choices", "stop", "extract", "limit", "source"}),
                       None))
+@example(text=yaml.safe_dump({**TASK, "fewshot": {"\n": None}}))  # found by hypothesis: a key that is a line break
 def test_fuzzed_tasks_load_or_are_refused_with_one_line(tmp_path, text):
     refuses_or_loads(load_task, tmp_path / "task.yaml", text)
 

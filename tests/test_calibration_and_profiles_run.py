@@ -1,13 +1,13 @@
 """Calibration on this device, and `bench run` held against hardware profiles: detected, refused, forced."""
 
 import csv
-import json
 
 import pytest
 import yaml
 
 from harness.cli import main
 from harness.measure.calibration import calibrate
+from harness.results.store import read_rows
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def _suite(tmp_path, model, scenarios):
 
 
 def _rows(out):
-    return [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    return read_rows(out / "rows.jsonl")
 
 
 def test_a_run_on_this_cpu_detects_cpu_and_carries_calibrated_bandwidth_and_mbu(tmp_path, smollm2):
