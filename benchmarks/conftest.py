@@ -28,7 +28,8 @@ def real_run(tmp_path_factory) -> Path:
 def report(name: str, figure: float, target: float, unit: str, better: str) -> str:
     """One printed line: the figure, its target and their ratio (figure over target), and whether it is met."""
     met = figure <= target if better == "lower" else figure >= target
-    line = (f"{name}: {figure:.4g} {unit} (target {'at most' if better == 'lower' else 'at least'} {target:g} "
-            f"{unit}; ratio {figure / target:.3f}) {'MET' if met else 'NOT MET'}")
+    unit = f" {unit}" if unit else ""
+    line = (f"{name}: {figure:.4g}{unit} (target {'at most' if better == 'lower' else 'at least'} {target:g}{unit}; "
+            f"ratio {figure / target:.3f}) {'MET' if met else 'NOT MET'}")
     print(line)
     return line
