@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from harness.errors import ConfigError
 from harness.measure.metrics import metric
@@ -39,12 +40,12 @@ def _group(row: dict, ignore: tuple[str, ...]) -> str:
     return json.dumps([key, row["metric"]], sort_keys=True, default=str)
 
 
-def _groups(rows: list[dict], ignore: tuple[str, ...]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        if row.get("status") == "ok" and row.get("metric") and row.get("value") is not None:
-            groups.setdefault(_group(row, ignore), []).append(row)
-    return groups
+def _groups(rows: list[dict], ignore: tuple[str, ...]) -> pd.Series:
+    """The rows with a figure, grouped by comparability key and metric (pandas' group-by, first seen first): a
+    Series of row lists indexed by the group."""
+    usable = [row for row in rows if row.get("status") == "ok" and row.get("metric") and row.get("value") is not None]
+    frame = pd.DataFrame({"group": [_group(row, ignore) for row in usable], "row": usable})
+    return frame.groupby("group", sort=False)["row"].agg(list) if usable else pd.Series(dtype=object)
 
 
 def _side(rows: list[dict]) -> tuple[np.ndarray, object, bool]:
@@ -102,11 +103,10 @@ def compare(base_rows: list[dict], new_rows: list[dict], threshold: float = 0.1,
             ignore: tuple[str, ...] = (), seed: int = 0) -> tuple[list[Change], dict]:
     """The paired figures, and what did not pair: {"only_base": n, "only_new": n, "differs": {field: values}}."""
     base_groups, new_groups = _groups(base_rows, ignore), _groups(new_rows, ignore)
+    # The pairing: an inner join of the two sides on the group, in BASE's order.
+    paired = pd.concat({"base": base_groups, "new": new_groups}, axis=1, join="inner")
     changes = []
-    for group, base in base_groups.items():
-        new = new_groups.get(group)
-        if not new:
-            continue
+    for base, new in zip(paired["base"], paired["new"], strict=True):
         (base_samples, statistic, sampled), (new_samples, _, _) = _side(base), _side(new)
         base_value, new_value = float(statistic(base_samples)), float(statistic(new_samples))
         change = new_value / base_value - 1 if base_value else None
@@ -117,10 +117,10 @@ def compare(base_rows: list[dict], new_rows: list[dict], threshold: float = 0.1,
         changes.append(Change(base[0], base[0]["metric"], base_value, new_value, change, low, high, verdict,
                               regressed))
     unpaired = {
-        "only_base": sum(len(rows) for g, rows in base_groups.items() if g not in new_groups),
-        "only_new": sum(len(rows) for g, rows in new_groups.items() if g not in base_groups),
-        "differs": _differing_fields(base_groups, new_groups),
-        "environment": environment_changes({g for g in base_groups if g in new_groups}, base_groups, new_groups),
+        "only_base": int(base_groups.drop(paired.index).map(len).sum()),
+        "only_new": int(new_groups.drop(paired.index).map(len).sum()),
+        "differs": _differing_fields(base_groups.to_dict(), new_groups.to_dict()),
+        "environment": environment_changes(set(paired.index), base_groups.to_dict(), new_groups.to_dict()),
     }
     return changes, unpaired
 

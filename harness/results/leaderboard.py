@@ -13,6 +13,7 @@ import os
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -25,6 +26,8 @@ from harness.results.store import write_atomic
 from harness.results.tables import QUALITY_HEADLINE, csv_text, records, summary
 
 TEMPLATE = Path(__file__).with_name("leaderboard.html")
+# What makes a configuration: its runs are aggregated into one line.
+CONFIGURATION = ["profile", "model", "model_revision", "backend", "dtype", "device_name"]
 # What a leaderboard line reads of the summary, besides its figures.
 ENTRY_COLUMNS = ["run_id", "model", "model_source", "model_revision", "backend", "dtype", "profile", "device_name",
                  "scenario", "task", "batch_size", "engine_step", "total_params", "active_params", "quality_metric",
@@ -48,11 +51,17 @@ def entries(table: pa.Table) -> list[dict]:
     one line, each figure the median over its runs, with the run count and the runs' ids; decode speed with the
     95% interval of its pooled samples. `_batches` (batch size -> decode tok/s) and `_quality` (task -> figure) feed
     the plots."""
-    groups: dict = {}
-    for entry in _run_entries(table):
-        ident = tuple(entry[k] for k in ("profile", "model", "model_revision", "backend", "dtype", "device_name"))
-        groups.setdefault(ident, []).append(entry)
-    return [_aggregate(group) for group in groups.values()]
+    found = _run_entries(table)
+    if not found:
+        return []
+    runs = pd.DataFrame(found)
+    figures = [name for name in runs.columns if not name.startswith("_") and name != "runs"
+               and pd.api.types.is_numeric_dtype(runs[name]) and not pd.api.types.is_bool_dtype(runs[name])]
+    grouped = runs.groupby(CONFIGURATION, sort=False, dropna=False)
+    medians = records(grouped[figures].median().reset_index(drop=True))  # a line per group, in ngroup's order
+    number = grouped.ngroup().to_numpy()
+    return [_aggregate([found[i] for i in range(len(found)) if number[i] == group], median)
+            for group, median in enumerate(medians)]
 
 
 def _run_entries(table: pa.Table) -> list[dict]:
@@ -101,12 +110,10 @@ def _model_label(line: dict) -> str:
     return Path(line["model"]).name if line.get("model_source") == "local" else line["model"]
 
 
-def _aggregate(group: list[dict]) -> dict:
-    line = dict(group[0])
-    for name in {k for entry in group for k, v in entry.items() if isinstance(v, int | float)
-                 and not isinstance(v, bool)}:
-        values = [entry[name] for entry in group if isinstance(entry.get(name), int | float)]
-        line[name] = statistics.median(values) if values else None
+def _aggregate(group: list[dict], medians: dict) -> dict:
+    """One configuration's line from its runs' lines: `medians` (each figure's median over the runs, pandas'), the
+    nested figures' medians, the pooled decode interval, the run count and ids."""
+    line = {**group[0], **medians}
     for nested in ("_batches", "_quality"):
         keys = {k for entry in group for k in entry[nested]}
         line[nested] = {k: statistics.median(e[nested][k] for e in group if k in e[nested]) for k in keys}
