@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from harness.errors import BenchError
+from harness.errors import BenchError, one_line
 
 EXAMPLES = """examples:
   bench run                                  quick suite on the embedded default model, this machine's device
@@ -403,3 +403,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; rows measured so far are in the run folder's rows.jsonl", file=sys.stderr)
         return 130
+    except Exception as exc:  # not the user's doing: a bug in bench. One line here, the traceback in a file.
+        print(f"bench: internal error (a bug in bench): {one_line(exc)}", file=sys.stderr)
+        print(f"hint: the traceback is in {_write_traceback(exc)}; please report it with the command you ran",
+              file=sys.stderr)
+        return 1
+
+
+def _write_traceback(exc: Exception) -> Path:
+    """The traceback of `exc` in the bench cache's crashes/ folder, a file per crash; returns its path."""
+    import datetime
+    import os
+    import traceback
+
+    from harness.zoo import cache_dir
+
+    folder = cache_dir() / "crashes"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{stamp}-{os.getpid()}.txt"
+    path.write_text(f"bench {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(exc)),
+                    encoding="utf-8")
+    return path

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from harness.cli import SUITE_OPTIONS, main
 from harness.config import load_suite_file
-from harness.errors import BenchError
+from harness.errors import BenchError, ConfigError
 from harness.profiles import PROFILE_DIR, load_profile
 from harness.quality.tasks import TASKS_DIR, load_task
 from harness.results.schema import make_row
@@ -152,3 +152,30 @@ def test_truncated_and_corrupt_result_lines_are_reported_and_the_rest_loads(tmp_
     assert [row["cell_id"] for row in loaded] == ["c0", "c3"]
     assert [line.split(": ")[0] for line in bad] == [f"{path}:2", f"{path}:3", f"{path}:5"]
     assert all("skipped" in line for line in bad)
+
+
+def test_an_unexpected_exception_is_one_line_with_its_traceback_in_a_file(tmp_path, monkeypatch, capsys):
+    """A bug (any exception that is not a BenchError) ends as one line saying so and the path of a file that holds
+    its traceback; a BenchError still ends as the user's one-line error with exit code 2."""
+    from harness import cli
+
+    def broken(args):
+        return {}["no such key"]  # a bug, as a command would have one
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "suites", broken)
+    assert cli.main(["suites"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "bench: internal error (a bug in bench): KeyError: 'no such key'" and len(err) == 2
+    [crash] = (tmp_path / "crashes").iterdir()
+    assert err[1] == f"hint: the traceback is in {crash}; please report it with the command you ran"
+    text = crash.read_text()
+    assert "Traceback (most recent call last)" in text and "in broken" in text and "KeyError" in text
+
+    def refused(args):
+        raise ConfigError("a value the user can fix", hint="fix it")
+
+    monkeypatch.setitem(cli.COMMANDS, "suites", refused)
+    assert cli.main(["suites"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["bench: error: a value the user can fix", "hint: fix it"]
+    assert len(list((tmp_path / "crashes").iterdir())) == 1
