@@ -342,9 +342,8 @@ def _cmd_merge(args) -> int:
 
     loaded = merge.load_table(args.dirs)
     written = merge.write_tables(Path(args.out), loaded)
-    rows, runs = loaded.table.num_rows, len(loaded.table["run_id"].unique()) if loaded.table.num_rows else 0
-    print(f"{rows} rows from {runs} runs ({loaded.duplicates} exact duplicates dropped); written: "
-          f"{', '.join(str(p) for p in written)}")
+    print(f"{loaded.table.num_rows} rows from {len(loaded.folders)} runs ({loaded.duplicates} exact duplicates "
+          f"dropped); written: {', '.join(str(p) for p in written)}")
     return 0
 
 

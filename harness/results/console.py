@@ -3,6 +3,7 @@ table, drawn as plain aligned text with a rule under the header, so it reads the
 a pipe, and tests can read it back (cells are two spaces or more apart)."""
 
 import io
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -33,15 +34,13 @@ class Progress:
     Third-party bars (transformers' and the hub's tqdm) are turned off whenever this is not a terminal's bar."""
 
     def __init__(self, total: int, description: str, enabled: bool = True, done: int = 0):
-        import sys
-
         self.total, self.description, self.done = total, description, done
         self.enabled = enabled
         self.terminal = enabled and sys.stderr.isatty()
         self._bar = None
         if not self.terminal:
             _quiet_third_party_bars()
-        if self.terminal:
+        else:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as Bar
 
@@ -55,8 +54,6 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, now=what)
         elif self.enabled:
-            import sys
-
             print(f"{self.description} {self.done + 1}/{self.total}: {what}", file=sys.stderr, flush=True)
 
     def advance(self) -> None:

@@ -11,7 +11,7 @@ import io
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import pyarrow.json as pj
 
 from harness.errors import ConfigError
 from harness.results.schema import SCHEMA_VERSION, upgrade
-from harness.results.store import ENVIRONMENT, ROW_KEYS, read_rows, stored_lines
+from harness.results.store import ENVIRONMENT, ROW_KEYS, read_rows, stored_text
 
 # A row is an exact duplicate of another (the same run merged twice) when all of these are equal.
 IDENTITY = ("run_id", "cell_id", "key_id", "metric", "time", "value", "status", "error", "fingerprint_id")
@@ -46,9 +46,9 @@ class _File:
     environments: list[tuple[str, dict]]  # its environment records, in order
     is_environment: np.ndarray  # per line
     stored: bytes | None  # its text stored anew, where it was not used as it is
-    first: np.ndarray | None = None  # per row: the first of its IDENTITY in this file
-    runs: tuple = ()  # the run ids of its rows
-    count: int = 0  # how many rows
+    first: np.ndarray = field(init=False)  # per row: the first of its IDENTITY in this file
+    runs: tuple = field(init=False)  # the run ids of its rows
+    count: int = field(init=False)  # how many rows (kept when `rows` is let go)
 
     def __post_init__(self):
         self.count = self.rows.num_rows
@@ -76,24 +76,20 @@ def _current(table: pa.Table, text: bytes) -> bool:
     names = table.column_names
     if table.num_rows != text.count(b"\n") + (not text.endswith(b"\n")) or any(k not in names for k in ROW_KEYS):
         return False
-    environment = pc.equal(table["record"], ENVIRONMENT) if "record" in names else None
-    if environment is not None and pc.any(pc.and_(pc.is_valid(table["record"]), pc.invert(
-            pc.fill_null(environment, False)))).as_py():
+    row = pc.invert(pc.fill_null(pc.equal(table["record"], ENVIRONMENT), False)) if "record" in names else None
+    if row is not None and pc.any(pc.and_(pc.is_valid(table["record"]), row)).as_py():
         return False  # a record of a kind this bench does not know
     for name in ROW_KEYS:
         lacking = pc.is_null(table[name]) if name != "schema_version" else pc.fill_null(pc.not_equal(
             table[name], SCHEMA_VERSION), True)
-        if environment is not None:
-            lacking = pc.and_(lacking, pc.invert(pc.fill_null(environment, False)))
-        if pc.any(lacking).as_py():
+        if pc.any(lacking if row is None else pc.and_(lacking, row)).as_py():
             return False
     return True
 
 
 def _stored_anew(path: Path) -> bytes:
-    written: set[str] = set()
-    return "".join(stored_lines(upgrade(row, f"{path}: row {number}"), written)
-                   for number, row in enumerate(read_rows(path), 1)).encode()
+    rows = read_rows(path)
+    return stored_text(upgrade(row, f"{path}: row {number}") for number, row in enumerate(rows, 1)).encode()
 
 
 def _split(table: pa.Table, stored: bytes | None) -> _File:
@@ -123,9 +119,9 @@ def _compact(table: pa.Table) -> pa.Table:
     """Text as dictionary columns: rows repeat their context (model, device, messages) thousands of times, so each
     chunk's distinct texts are stored once (a third of the memory). Column by column, each plain one freed as its
     encoded one replaces it."""
-    for index, field in enumerate(table.schema):
-        if pa.types.is_string(field.type):
-            table = table.set_column(index, field.name, pc.dictionary_encode(table[field.name]))
+    for index, column in enumerate(table.schema):
+        if pa.types.is_string(column.type):
+            table = table.set_column(index, column.name, pc.dictionary_encode(table[column.name]))
     return table
 
 
@@ -240,8 +236,7 @@ def lines(loaded: Loaded) -> Iterator[bytes]:
 
 def from_rows(rows: list[dict]) -> pa.Table:
     """Rows in memory (one run's) as a flattened table, the same as load() makes of their file."""
-    written: set[str] = set()
-    text = "".join(stored_lines(row, written) for row in rows).encode()
+    text = stored_text(rows).encode()
     return _split(_parse(text, "rows"), None).rows if text else pa.table({})
 
 

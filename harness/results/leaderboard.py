@@ -59,9 +59,10 @@ def entries(table: pa.Table) -> list[dict]:
                and pd.api.types.is_numeric_dtype(runs[name]) and not pd.api.types.is_bool_dtype(runs[name])]
     grouped = runs.groupby(CONFIGURATION, sort=False, dropna=False)
     medians = records(grouped[figures].median().reset_index(drop=True))  # a line per group, in ngroup's order
-    number = grouped.ngroup().to_numpy()
-    return [_aggregate([found[i] for i in range(len(found)) if number[i] == group], median)
-            for group, median in enumerate(medians)]
+    members: list[list[dict]] = [[] for _ in medians]
+    for entry, group in zip(found, grouped.ngroup(), strict=True):
+        members[group].append(entry)
+    return [_aggregate(group, median) for group, median in zip(members, medians, strict=True)]
 
 
 def _run_entries(table: pa.Table) -> list[dict]:

@@ -9,7 +9,7 @@ from harness.errors import ConfigError
 from harness.results import frame
 from harness.results.schema import upgrade
 from harness.results.store import read_rows
-from harness.results.tables import SUMMARY_COLUMNS, csv_text, summary
+from harness.results.tables import SUMMARY_COLUMNS, csv_text, summary, with_none
 
 
 def rows_files(paths: list[str]) -> list[Path]:
@@ -59,8 +59,7 @@ def write_tables(out_dir: Path, loaded: frame.Loaded) -> list[Path]:
     pq.write_table(loaded.table, temporary["rows.parquet"])
     wide = summary(loaded.table)
     temporary["summary.csv"].write_text(csv_text(SUMMARY_COLUMNS, wide), encoding="utf-8")
-    wide.reindex(columns=SUMMARY_COLUMNS).astype(object).where(wide.notna(), None).to_parquet(
-        temporary["summary.parquet"], index=False)
+    with_none(wide.reindex(columns=SUMMARY_COLUMNS)).to_parquet(temporary["summary.parquet"], index=False)
     for name in names:
         temporary[name].replace(out_dir / name)
     return [out_dir / name for name in names]

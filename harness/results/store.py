@@ -108,10 +108,14 @@ def read_rows(path: Path, on_bad_line: Callable[[str], None] = _warn) -> list[di
     return rows
 
 
-def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    """`records` (rows or any other JSON objects) as `path`, each fingerprint stored once."""
+def stored_text(records) -> str:
+    """`records` (rows or any other JSON objects) as the text of a rows file, each fingerprint stored once."""
     written: set[str] = set()
-    write_atomic(path, "".join(stored_lines(record, written) for record in records))
+    return "".join(stored_lines(record, written) for record in records)
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    write_atomic(path, stored_text(records))
 
 
 @contextlib.contextmanager

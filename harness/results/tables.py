@@ -4,6 +4,9 @@ import io
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from harness.measure.metrics import METRICS, console_columns, headlines
 from harness.results import frame
@@ -41,8 +44,13 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     return records(summary(frame.from_rows(rows)))
 
 
+def with_none(values):
+    """A frame or series as Python objects, None where a value is missing (NaN, NA)."""
+    return values.astype(object).where(values.notna(), None)
+
+
 def records(lines: pd.DataFrame) -> list[dict]:
-    return lines.astype(object).where(lines.notna(), None).to_dict("records")
+    return with_none(lines).to_dict("records")
 
 
 def summary(table) -> pd.DataFrame:
@@ -97,8 +105,6 @@ def _lines(table, rows: pd.DataFrame, batched: pd.DataFrame, figures: pd.DataFra
     """The line of each run, cell and batch (sorted within the cell, cells in the order they ran), with the context
     of the cell's first row and the parameters of the batch's first row (of a line without a batch: its headline
     figure's)."""
-    import pyarrow as pa
-
     first = rows.drop_duplicates(CELL).index.to_numpy()
     cells = frame.columns(table.take(pa.array(first)), [*CONTEXT_COLUMNS, "cell_id"])
     cells["_cell"] = range(len(cells))
@@ -133,9 +139,6 @@ def csv_text(columns: list[str], lines: list[dict] | pd.DataFrame) -> str:
     """CSV of `lines` under `columns` (other keys ignored), written by pyarrow: the one CSV writer of every table
     bench writes. Numbers are written exactly (shortest round-trip form, whole numbers without a point), booleans as
     true/false, text quoted and guarded against spreadsheet formulas."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
     lines = lines if isinstance(lines, pd.DataFrame) else pd.DataFrame(list(lines))
     lines = lines.reindex(columns=columns)
     out = io.BytesIO()
@@ -150,8 +153,6 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def _arrow_column(column: pd.Series):
     """A column as one Arrow type: numbers as float64 (int64 where pandas holds integers), booleans, else text with
     any formula start quoted."""
-    import pyarrow as pa
-
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return pa.array(column, from_pandas=True)
     if isinstance(column.dtype, pd.StringDtype):  # text already (pandas 3 reads Arrow text so)
@@ -159,17 +160,15 @@ def _arrow_column(column: pd.Series):
     present = column[column.notna()]
     kinds = set(present.map(type))
     if kinds and kinds <= {bool}:
-        return pa.array(column.astype(object).where(column.notna(), None), type=pa.bool_())
+        return pa.array(with_none(column), type=pa.bool_())
     if kinds and kinds <= {int, float}:
-        return pa.array(column.astype(object).where(column.notna(), None), type=pa.float64())
+        return pa.array(with_none(column), type=pa.float64())
     return _guarded(pa.array(column.map(lambda v: None if v is None or v is pd.NA or v != v else str(v)),
                              type=pa.string()))
 
 
 def _guarded(text):
     """Text cells, each that starts like a formula quoted."""
-    import pyarrow.compute as pc
-
     formula = pc.or_(pc.starts_with(text, FORMULA_STARTS[0]), pc.starts_with(text, FORMULA_STARTS[1]))
     for start in FORMULA_STARTS[2:]:
         formula = pc.or_(formula, pc.starts_with(text, start))
