@@ -7,6 +7,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Benchmarks run for many minutes by design (the cloze comparison with lm-eval, two rounds of about 5 minutes each
+# here): pyproject's per-test timeout is sized for tests/, so a benchmark not marked otherwise gets an hour.
+BENCHMARK_TIMEOUT_S = 3600
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.is_relative_to(ROOT / "benchmarks") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(BENCHMARK_TIMEOUT_S))
 
 
 def bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -18,16 +18,17 @@ def _bare_greedy_decode_tok_s(model, prompt_ids, new_tokens: int, device: str) -
     import torch
     from transformers import DynamicCache
 
+    from harness.backends.transformers import cache_argument
     from harness.hardware import synchronize
 
     with torch.inference_mode():
-        cache = DynamicCache()
-        out = model(prompt_ids, past_key_values=cache, use_cache=True)
+        cache = {cache_argument(model): DynamicCache()}  # filled in place, as generate() does with its own
+        out = model(prompt_ids, **cache, use_cache=True)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         synchronize(device)
         t_1 = time.perf_counter()
         for _ in range(new_tokens - 1):
-            out = model(token, past_key_values=out.past_key_values, use_cache=True)
+            out = model(token, **cache, use_cache=True)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
         synchronize(device)
         t_n = time.perf_counter()

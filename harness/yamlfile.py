@@ -8,7 +8,7 @@ from harness.errors import ConfigError
 
 
 class YamlDoc:
-    """A parsed YAML file whose `error(path, reason)` builds a ConfigError naming file, line and field."""
+    """A parsed YAML file and the line of each of its fields (`line`), for errors that name FILE:LINE."""
 
     def __init__(self, file: Path):
         self.file = Path(file)
@@ -42,20 +42,3 @@ class YamlDoc:
             else:
                 break
         return line
-
-    def error(self, path: tuple, reason: str, hint: str = "") -> ConfigError:
-        line = self.line(path)
-        # A key with a line break or other control character is shown quoted, so the error stays one line.
-        field = ".".join(str(p) if str(p).isprintable() else repr(p) for p in path) or "(top level)"
-        where = f"{self.file}:{line}" if line else str(self.file)
-        return ConfigError(f"{where}: {field}: {reason}", hint)
-
-    def check_keys(self, path: tuple, mapping, allowed: set[str], required: set[str]) -> None:
-        """Refuses a value at `path` that is not a mapping, has a key outside `allowed` or lacks one of `required`."""
-        if not isinstance(mapping, dict):
-            raise self.error(path, f"must be a mapping, got {type(mapping).__name__}")
-        for key in mapping:
-            if key not in allowed:
-                raise self.error((*path, key), "unknown field", f"allowed: {', '.join(sorted(allowed))}")
-        for key in sorted(required - set(mapping)):
-            raise self.error(path, f"missing required field '{key}'")

@@ -421,6 +421,7 @@ scenarios:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 279 s on a 2-core CPU (busy with other work)
 def test_a_cut_down_claims_suite_on_the_tiny_models_gives_every_verdict_from_its_rows(tmp_path):
     import subprocess
     import sys

@@ -1,9 +1,10 @@
 """Suite loading: the shipped suites load, and every broken field is refused with file:line, field and reason."""
 
 import pytest
+import yaml
 
 from harness.cli import main
-from harness.config import SCENARIO_DEFAULTS, load_suite, suite_names
+from harness.config import load_suite, scenario, suite_names
 from harness.errors import ConfigError, UnknownNameError
 
 GOOD = """\
@@ -38,14 +39,15 @@ def test_shipped_suites_load():
 def test_defaults_fill_what_a_suite_leaves_out(tmp_path):
     suite = load_suite(str(write(tmp_path, GOOD)))
     latency, throughput = suite.scenarios
-    assert latency.params == {**SCENARIO_DEFAULTS["latency"], "prompt_tokens": 16}
+    assert latency.params == {**scenario("latency").params, "prompt_tokens": 16}
     assert throughput.params["batch_sizes"] == [1, 2]
     assert (suite.device, suite.dtype, suite.backends) == ("auto", "auto", ("transformers",))
 
 
 @pytest.mark.parametrize("change, line, field, reason", [
     (("name: mine", "name: mine\ncolour: red"), 2, "colour", "unknown field"),
-    (("    prompt_tokens: 16", "    prompt_tokens: -3"), 5, "scenarios.0.prompt_tokens", "positive integer"),
+    (("    prompt_tokens: 16", "    prompt_tokens: -3"), 5, "scenarios.0.prompt_tokens",
+     "must be an integer >= 1, got -3"),
     (("  - name: latency", "  - name: warp"), 4, "scenarios.0.name", "unknown scenario 'warp'"),
     (("    batch_sizes: [1, 2]", "    batch_sizes: []"), 7, "scenarios.1.batch_sizes", "non-empty list"),
     (("    prompt_tokens: 16", "    prompt_tokens: 16\n    temperature: 0.5"), 6, "scenarios.0.temperature",
@@ -95,4 +97,28 @@ def test_cli_reports_a_config_error_in_one_line_and_exit_code_2(tmp_path, capsys
     assert err.splitlines()[0] == f"bench: error: {path}:2: colour: unknown field"
     assert "Traceback" not in err
     assert main(["run", "--suite", str(write(tmp_path, GOOD)), "--repetitions", "0"]) == 2
-    assert "--repetitions must be >= 1" in capsys.readouterr().err
+    assert "bench: error: --repetitions: must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_every_shipped_suite_reads_back_equal_from_its_resolved_config(tmp_path):
+    """resolved_config.yaml (what --resume reads) holds the suite as a mapping that validates to the same suite."""
+    from harness.config import suite_from_data
+    from harness.results.store import write_yaml
+
+    for name in suite_names():
+        suite = load_suite(name)
+        write_yaml(tmp_path / "resolved.yaml", {"suite": suite.to_data()})
+        data = yaml.safe_load((tmp_path / "resolved.yaml").read_text())["suite"]
+        assert suite_from_data(data, "resolved.yaml") == suite, name
+
+
+def test_a_command_line_override_is_validated_and_names_its_option(tmp_path):
+    from harness.config import override
+
+    suite = load_suite(str(write(tmp_path, GOOD)))
+    changed = override(suite, {"measure": {"repetitions": 9}, "device": "cpu"}, {})
+    assert (changed.measure.repetitions, changed.measure.warmup, changed.device) == (9, 1, "cpu")
+    with pytest.raises(ConfigError, match=r"^--repetitions: must be an integer >= 1, got 0$"):
+        override(suite, {"measure": {"repetitions": 0}}, {"measure.repetitions": "--repetitions"})
+    with pytest.raises(ConfigError, match=r"^--backend: unknown backend 'warp'"):
+        override(suite, {"backends": ["transformers", "warp"]}, {"backends": "--backend"})

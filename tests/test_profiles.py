@@ -121,15 +121,16 @@ def write(tmp_path, text):
 def test_a_profile_loads_from_a_path(tmp_path):
     profile = get_profile(str(write(tmp_path, GOOD)))
     assert (profile.name, profile.memory_gb, profile.bf16_tflops) == ("mine", 24.0, None)
-    assert (profile.match_memory_gb, profile.default_batch_sizes) == ((20.0, 26.0), (1, 4))
+    assert (profile.match.memory_gb, profile.defaults.batch_sizes) == ((20.0, 26.0), (1, 4))
     assert match(profile, "cuda", "ACME 7", 24.0)[0]
 
 
 @pytest.mark.parametrize("change, line, field, reason", [
     (("kind: gpu", "kind: gpu\ncolour: red"), 4, "colour", "unknown field"),
     (("source: a test\n", ""), 1, "(top level)", "missing required field 'source'"),
-    (("memory_bandwidth_gbps: 1008", "memory_bandwidth_gbps: -1"), 7, "memory_bandwidth_gbps", "number >= 0 or null"),
-    (("bf16_tflops: null", "bf16_tflops: fast"), 8, "bf16_tflops", "number >= 0 or null"),
+    (("memory_bandwidth_gbps: 1008", "memory_bandwidth_gbps: -1"), 7, "memory_bandwidth_gbps",
+     "must be a number >= 0, got -1"),
+    (("bf16_tflops: null", "bf16_tflops: fast"), 8, "bf16_tflops", "must be a number, got 'fast'"),
     (("description: a test card", "description: ''"), 2, "description", "non-empty string"),
     (("kind: gpu", "kind: tpu"), 3, "kind", "must be one of"),
     (("  device_name: 'ACME \\d+'", "  device_name: 'ACME (\\d+'"), 17, "match.device_name",
@@ -137,9 +138,10 @@ def test_a_profile_loads_from_a_path(tmp_path):
     (("  memory_gb: [20, 26]", "  memory_gb: [26, 20]"), 18, "match.memory_gb", "above high end"),
     (("  memory_gb: [20, 26]", "  memory_gb: 24"), 18, "match.memory_gb", "range [low, high]"),
     (("  dtype: bf16", "  dtype: int4"), 20, "defaults.dtype", "must be one of"),
-    (("  batch_sizes: [1, 4]", "  batch_sizes: [1, 0]"), 21, "defaults.batch_sizes", "positive integers"),
+    (("  batch_sizes: [1, 4]", "  batch_sizes: [1, 0]"), 21, "defaults.batch_sizes.1",
+     "must be an integer >= 1, got 0"),
     (("  backends: [transformers]", "  backends: [transformers, warp]"), 22, "defaults.backends.1",
-     "unknown backend 'warp'"),
+     "must be one of transformers, vllm, openai, got 'warp'"),
 ])
 def test_broken_profiles_are_refused_with_file_line_field_and_reason(tmp_path, change, line, field, reason):
     assert change[0] in GOOD

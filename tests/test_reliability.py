@@ -74,6 +74,31 @@ def bench(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+# A `bench run` of these suites takes seconds (about 20 s for the kill suite here); one still running after this long
+# hangs. Once killed, its output pipes close within seconds, unless a worker of it outlives it and holds them.
+RUN_TIMEOUT_S = 300
+AFTER_KILL_S = 60
+
+
+def kill(run: subprocess.Popen) -> tuple[str, str]:
+    """SIGKILL to the run; what it printed."""
+    run.send_signal(signal.SIGKILL)
+    try:
+        return run.communicate(timeout=AFTER_KILL_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{run.args}: killed, but its output is still open after {AFTER_KILL_S} s (a worker outliving it?)")
+
+
+def finish(run: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S) -> tuple[str, str]:
+    """What the run printed once it ends. One that has not ended after `timeout_s` is killed and fails the test,
+    with the end of what it printed."""
+    try:
+        return run.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _, err = kill(run)
+        pytest.fail(f"{run.args}: still running after {timeout_s} s, killed; its stderr ends:\n{err[-3000:]}")
+
+
 def by_model(out: Path) -> dict:
     rows = collections.defaultdict(list)
     for row in read_rows(out / "rows.jsonl"):
@@ -147,12 +172,12 @@ def test_workers_are_offline_unless_online_and_the_fingerprint_says_so(tmp_path,
     assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     rows = read_rows(tmp_path / "run" / "rows.jsonl")
     assert rows and all(row["fingerprint"]["online"] is False for row in rows)
-    from harness.runner import _quiet_worker_environment
+    from harness.worker import quiet_worker_environment
 
     environment = dict(os.environ)
     try:
         os.environ.pop("HF_HUB_OFFLINE", None)
-        _quiet_worker_environment(online=False)
+        quiet_worker_environment(online=False)
         assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
     finally:
         os.environ.clear()
@@ -163,14 +188,17 @@ def test_a_second_run_on_the_same_folder_is_stopped_and_harms_nothing(tmp_path, 
     suite = write_suite(tmp_path / "suite.yaml", ["tiny-dense"], [SMALL_LATENCY])
     out = tmp_path / "run"
     first = bench("--suite", str(suite), "--out", str(out))
-    lock = out / ".lock"
+    lock, deadline = out / ".lock", time.monotonic() + RUN_TIMEOUT_S
     while first.poll() is None and not (lock.exists() and lock.read_text() == str(first.pid)):
+        if time.monotonic() > deadline:
+            kill(first)
+            pytest.fail(f"the first run took no lock in {RUN_TIMEOUT_S} s")
         time.sleep(0.05)
     second = bench("--suite", str(suite), "--out", str(out))
-    _, err = second.communicate()
+    _, err = finish(second)
     assert second.returncode == 2
     assert err.splitlines()[0] == f"bench: error: run folder {out} is in use by another bench run (pid {first.pid})"
-    first.communicate()
+    finish(first)
     assert first.returncode == 0
     before = (out / "rows.jsonl").read_bytes()
     assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 2  # it already holds a run
@@ -191,7 +219,7 @@ def uninterrupted(tmp_path_factory, tiny_dense):
     suite = write_suite(folder / "suite.yaml", ["tiny-dense"], KILL_SUITE)
     started = time.monotonic()
     run = bench("--suite", str(suite), "--out", str(folder / "run"))
-    run.communicate()
+    finish(run)
     assert run.returncode == 0
     return suite, figures(folder / "run"), time.monotonic() - started
 
@@ -216,8 +244,7 @@ def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_p
             run.communicate(timeout=rng.uniform(0, 0.6 * wall_s))
             break  # it finished before its moment came
         except subprocess.TimeoutExpired:
-            run.send_signal(signal.SIGKILL)
-            run.communicate()
+            kill(run)
             kills += 1
         if (out / "rows.jsonl").exists():  # every row written before the kill reads back; at most the last is torn
             bad = []
@@ -227,7 +254,7 @@ def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_p
     if run.returncode != 0:
         run = bench("--resume", str(out))
         resumes += 1
-        run.communicate()
+        finish(run)
     assert run.returncode == 0
     got = figures(out)
     lost, duplicated = expected - got, [k for k, n in got.items() if n > 1]
@@ -275,11 +302,3 @@ def test_refused_allocations_count_as_out_of_memory_and_other_errors_do_not():
                RuntimeError("could not create a primitive")]
     assert all(map(is_out_of_memory, refused))
     assert not any(map(is_out_of_memory, [RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("x")]))
-
-
-def test_the_find_max_flag_replaces_the_suite_scenarios():
-    from harness.cli import _parser, _suite_from_args
-    from harness.config import SCENARIO_DEFAULTS
-
-    suite = _suite_from_args(_parser().parse_args(["run", "--find-max", "--model", "tiny-dense"]))
-    assert [(s.name, s.params) for s in suite.scenarios] == [("find_max", SCENARIO_DEFAULTS["find_max"])]

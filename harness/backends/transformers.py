@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import inspect
 import tempfile
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers.generation import GenerateDecoderOnlyOutput
 
 from harness.backends.base import BackendInfo, Generation
 from harness.backends.quantize import quantize
@@ -42,6 +44,27 @@ class _TokenClock(StoppingCriteria):
         synchronize(self.device)
         self.times.append(time.perf_counter())
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+# transformers 5.x renamed the KV cache's argument and output field `past_key_values` to `cache`; the old name is
+# deprecated (to go from models' forward in 5.40, from generate() in 6.0). Earlier 5.x releases know only the old name;
+# generate()'s own output class tells which this one takes.
+GENERATE_CACHE = ("cache" if "cache" in {f.name for f in dataclasses.fields(GenerateDecoderOnlyOutput)}
+                  else "past_key_values")
+
+
+def cache_argument(model) -> str:
+    """The name under which `model`'s forward takes a KV cache: `cache`, or `past_key_values` in transformers before
+    the rename and in a model's own code (--trust-remote-code) written for it. (The deprecation wrapper of forward
+    keeps the signature of what it wraps.)"""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The KV cache that a model's or generate()'s output holds (field `cache`, or `past_key_values` before the
+    rename); reading the old name where the new one exists is deprecated."""
+    fields = {f.name for f in dataclasses.fields(output)}
+    return getattr(output, "cache" if "cache" in fields else "past_key_values", None)
 
 
 def _tensor_bytes(obj) -> int:
@@ -129,7 +152,8 @@ class TransformersBackend:
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.tokens = RequestTokens(self.tokenizer)
-        self.cache_implementation = options.get("cache_implementation")  # None: transformers' dynamic cache
+        # None: transformers' dynamic cache (what the engine setting `cache_implementation: dynamic` asks for).
+        self.cache_implementation = "static" if options.get("cache_implementation") == "static" else None
         self._shape = self._count_parameters()  # before quantization packs the Linear weights out of parameters()
         if options.get("quantize"):
             self.model = quantize(self.model, options["quantize"], self.device, self.dtype)
@@ -216,7 +240,7 @@ class TransformersBackend:
                 use_cache=True,
             )
         new_ids = out.sequences[:, input_ids.shape[1]:].tolist()
-        return Generation(new_ids, t_send, clock.times, _cache_bytes(out.past_key_values))
+        return Generation(new_ids, t_send, clock.times, _cache_bytes(output_cache(out)))
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self._loglikelihood_tokens(self.tokens.pairs(requests))
@@ -310,7 +334,7 @@ class TransformersBackend:
             attention_mask = torch.cat([torch.ones_like(prefix), suffix_mask], dim=1)
             with torch.inference_mode():
                 out = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                    input_ids=input_ids, attention_mask=attention_mask, **{GENERATE_CACHE: cache},
                     max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
                     pad_token_id=self._pad_id, stop_strings=list(stop) or None, tokenizer=self.tokenizer,
                 )
@@ -327,8 +351,8 @@ class TransformersBackend:
             return None
         cache = DynamicCache()
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache, use_cache=True,
-                       logits_to_keep=1)
+            self.model(input_ids=torch.tensor([prefix], device=self.device), **{cache_argument(self.model): cache},
+                       use_cache=True, logits_to_keep=1)
         return cache
 
     def _score_batch(self, batch: list, shared: int, prefix_cache, results: list) -> None:
@@ -348,7 +372,7 @@ class TransformersBackend:
             logits = self.model(
                 input_ids=input_ids.to(self.device),
                 logits_to_keep=torch.tensor(positions, device=self.device),
-                **({"past_key_values": self._batch_cache(prefix_cache, len(batch)), "use_cache": True}
+                **({cache_argument(self.model): self._batch_cache(prefix_cache, len(batch)), "use_cache": True}
                    if prefix_cache is not None else {"use_cache": False}),
             ).logits
         for row, ((first, end), (_, group)) in enumerate(zip(spans, batch, strict=True)):

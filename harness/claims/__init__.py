@@ -10,6 +10,7 @@ from pathlib import Path
 from harness.claims import gap, rules
 from harness.claims.core import Claim, Verdict
 from harness.claims.report import write_report
+from harness.specs import Spec, validate
 from harness.yamlfile import YamlDoc
 
 CLAIMS_FILE = Path(__file__).resolve().parent.parent.parent / "tasks" / "claims.yaml"
@@ -26,22 +27,15 @@ RULES = {
     "cost_per_token": (rules.cost_per_token, {"scenario", "where", "usd_per_mtok"}),
     "interconnect": (rules.interconnect, {"single_step", "split_steps", "efficiency_below"}),
 }
-BASE_FIELDS = {"id", "claim", "made_by", "tests", "rule"}
+
+
+class ClaimsFile(Spec):
+    claims: tuple[Claim, ...]
 
 
 def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
     doc = YamlDoc(path)
-    doc.check_keys((), doc.data, {"claims"}, {"claims"})
-    claims = []
-    for index, entry in enumerate(doc.data["claims"]):
-        doc.check_keys(("claims", index), entry, set(entry) if isinstance(entry, dict) else set(), BASE_FIELDS)
-        if entry["rule"] not in RULES:
-            raise doc.error(("claims", index, "rule"), f"unknown rule; known: {', '.join(RULES)}")
-        wanted = RULES[entry["rule"]][1]
-        doc.check_keys(("claims", index), entry, BASE_FIELDS | wanted, BASE_FIELDS | wanted)
-        claims.append(Claim(**{k: entry[k] for k in BASE_FIELDS},
-                            params={k: v for k, v in entry.items() if k not in BASE_FIELDS}))
-    return claims
+    return list(validate(ClaimsFile, doc.data, str(doc.file), doc.line).claims)
 
 
 def verdict(claim: Claim, rows: list[dict]) -> Verdict:

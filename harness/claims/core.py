@@ -3,17 +3,47 @@ a threshold from a figure's interval."""
 
 from dataclasses import dataclass, field
 
+from pydantic import field_validator, model_validator
+
 from harness.measure.intervals import Interval
+from harness.specs import Name, Spec, refuse
 
 
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    claim: str
-    made_by: str
-    tests: str
-    rule: str
+class Claim(Spec):
+    """A claims.yaml entry: who claims what, what tests it, and the rule with its parameters (the entry's other
+    fields, exactly those harness.claims.RULES names for the rule)."""
+
+    id: Name
+    claim: Name
+    made_by: Name
+    tests: Name
+    rule: Name
     params: dict
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data):
+        from harness.claims import RULES
+
+        if not isinstance(data, dict) or "params" in data or data.get("rule") not in RULES:
+            return data
+        params = {key: value for key, value in data.items() if key not in cls.model_fields}
+        wanted = RULES[data["rule"]][1]
+        for key in sorted(wanted - set(params)):
+            raise refuse(f"missing required field '{key}'")
+        for key in params:
+            if key not in wanted:
+                raise refuse("unknown field", (key,), f"{data['rule']} takes: {', '.join(sorted(wanted))}")
+        return {**{k: v for k, v in data.items() if k in cls.model_fields}, "params": params}
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, rule: str) -> str:
+        from harness.claims import RULES
+
+        if rule not in RULES:
+            raise refuse("unknown rule", hint=f"known: {', '.join(RULES)}")
+        return rule
 
 
 @dataclass

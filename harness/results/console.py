@@ -67,12 +67,13 @@ class Progress:
 
 
 def _quiet_third_party_bars() -> None:
-    import os
-
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # inherited by the workers, read by the hub and transformers
+    """The hub's and transformers' bars off in this process (the workers turn their own off), leaving the environment
+    as it was."""
     try:
+        from huggingface_hub.utils import disable_progress_bars
         from transformers.utils import logging
 
+        disable_progress_bars()
         logging.disable_progress_bar()
     except ImportError:
         pass

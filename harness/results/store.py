@@ -5,6 +5,7 @@ A rows file holds each environment fingerprint once, as a line {"record": "envir
 `key_id` without the key itself (the key is made of the row's own fields). Readers give every row its `fingerprint`
 and its `key` back."""
 
+import collections
 import contextlib
 import fcntl
 import json
@@ -158,5 +159,26 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML, with tuples (as specs hold lists) written as lists."""
+
+
+_Dumper.add_representer(tuple, yaml.SafeDumper.represent_list)
+
+
 def write_yaml(path: Path, data: dict) -> None:
-    write_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    write_atomic(path, yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
+
+
+def completed_cells(run_dir: Path) -> set[str]:
+    """The cells whose rows are all on disk: recorded in cells.jsonl, with as many rows in rows.jsonl as recorded.
+    Rows of every other cell (cut short by a kill) and any torn line are dropped, both files rewritten atomically,
+    so that running those cells again duplicates nothing."""
+    rows_file, cells_file = run_dir / "rows.jsonl", run_dir / "cells.jsonl"
+    rows = read_rows(rows_file) if rows_file.exists() else []
+    counts = collections.Counter(row["cell_id"] for row in rows)
+    records = read_jsonl(cells_file) if cells_file.exists() else []
+    done = {r["cell_id"]: r for r in records if r.get("cell_id") in counts and counts[r["cell_id"]] == r.get("rows")}
+    write_jsonl_atomic(rows_file, [row for row in rows if row["cell_id"] in done])
+    write_jsonl_atomic(cells_file, list(done.values()))
+    return set(done)

@@ -201,3 +201,10 @@ def _console_cell(line: dict, key: str) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
     return "" if value is None else str(value)
+
+
+def run_report(result) -> str:
+    """What `bench run` prints when a run (a runner.RunResult) is over: the machine, the table, the claims, where."""
+    claims = f"\n\nclaims (claims.md, claims.csv):\n{result.claims_text}" if result.claims_text else ""
+    return (f"{result.machine.describe()}\n\n{console_table(result.lines)}{claims}\n\nrun folder: {result.run_dir}  "
+            f"(rows.jsonl, summary.csv, resolved_config.yaml)\nwall time: {result.wall_s:.1f} s")

@@ -13,7 +13,7 @@ from pathlib import Path
 from harness.backends.base import Backend
 from harness.measure.memory import MIB, is_out_of_memory
 from harness.measure.recorder import Recorder
-from harness.scenarios.speed import synthetic_prompts
+from harness.scenarios.speed import require_token_times, synthetic_prompts
 
 
 def largest_that_fits(fits, ceiling: int) -> tuple[int | None, int | None]:
@@ -49,6 +49,7 @@ def _bound_cpu_memory() -> int:
 
 
 def run_find_max(backend: Backend, params: dict, recorder: Recorder) -> None:
+    require_token_times(backend, "find_max")
     pool, output_tokens = backend.prompt_token_pool(), params["output_tokens"]
     info = backend.info()
     memory_limit_mib = _bound_cpu_memory() if info.device == "cpu" else None

@@ -45,16 +45,21 @@ def build_prompts(backend, params: dict) -> list[str]:
 
 async def _window(backend, params: dict, prompts: list[str], concurrency: int | None,
                   offsets: list[float]) -> tuple[list[Stream], float]:
-    limit = asyncio.Semaphore(concurrency or len(prompts))
-    start = time.perf_counter()
+    """One load point: the prompts sent at their offsets, at most `concurrency` in flight, through one pool of
+    connections that lives as long as the window (at a fixed concurrency its connections open before the clock
+    starts, as vLLM's benchmark client reuses those of its warm-up); the streams and the window's seconds."""
+    async with backend.connections(concurrency):
+        limit = asyncio.Semaphore(concurrency or len(prompts))
+        start = time.perf_counter()
 
-    async def one(prompt: str, offset: float) -> Stream:
-        await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
-        async with limit:
-            return await backend.stream(params["endpoint"], prompt, params["output_tokens"], params["timeout_s"])
+        async def one(prompt: str, offset: float) -> Stream:
+            await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
+            async with limit:
+                return await backend.stream(params["endpoint"], prompt, params["output_tokens"], params["timeout_s"])
 
-    streams = await asyncio.gather(*(one(p, o) for p, o in zip(prompts, offsets, strict=True)))
-    return list(streams), time.perf_counter() - start
+        streams = await asyncio.gather(*(one(p, o) for p, o in zip(prompts, offsets, strict=True)))
+        seconds = time.perf_counter() - start
+    return list(streams), seconds
 
 
 def window_figures(streams: list[Stream], seconds: float, count_tokens, slo: dict) -> dict:
@@ -111,18 +116,22 @@ def _record(recorder: Recorder, window: dict, params: dict, slo: dict) -> None:
 class _LoadPoints:
     """Runs windows on one event loop with the cell's prompts, and records each as it ends."""
 
-    def __init__(self, backend, params: dict, recorder: Recorder):
+    def __init__(self, backend, params: dict, recorder: Recorder, warmup: int):
         self.backend, self.params, self.recorder = backend, params, recorder
-        self.prompts = build_prompts(backend, params)
+        # The warm-up's prompts come first in the seeded list and are not timed: a server that caches prefixes
+        # would answer a timed prompt it saw warm faster.
+        prompts = build_prompts(backend, {**params, "requests": warmup + params["requests"]})
+        self.warmups, self.prompts = prompts[:warmup], prompts[warmup:]
         self.loop = asyncio.new_event_loop()
         self.base = {key: params[key] for key in ("endpoint", "prompts", "output_tokens", "requests", "seed")}
         if params["prompts"] == "synthetic":
             self.base["prompt_tokens"] = params["prompt_tokens"]
 
-    def warm_up(self, count: int) -> None:
+    def warm_up(self) -> None:
         """Untimed requests one after another, so the first window does not pay for the server's first request."""
-        for prompt in self.prompts[:count]:
-            self.loop.run_until_complete(_window(self.backend, self.params, [prompt], 1, [0.0]))
+        if self.warmups:
+            self.loop.run_until_complete(
+                _window(self.backend, self.params, self.warmups, 1, [0.0] * len(self.warmups)))
 
     def run(self, concurrency: int | None = None, rate: float | None = None, search: bool = False) -> dict:
         if rate is None:
@@ -143,9 +152,9 @@ class _LoadPoints:
 def run_served(backend, params: dict, recorder: Recorder) -> None:
     if "served" not in backend.capabilities:
         raise ConfigError(f"scenario served needs a server backend (openai), not {backend.name}")
-    points = _LoadPoints(backend, params, recorder)
+    points = _LoadPoints(backend, params, recorder, recorder.policy.warmup)
     try:
-        points.warm_up(recorder.policy.warmup)
+        points.warm_up()
         if params["rates"]:
             for rate in params["rates"]:
                 points.run(rate=rate)

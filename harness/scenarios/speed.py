@@ -6,6 +6,7 @@ Definitions follow METRICS.md: ttft.v1, tpot.v1, e2e.v1, prefill.v1, decode.v1.
 import random
 
 from harness.backends.base import Backend, Generation
+from harness.errors import ConfigError
 from harness.measure import energy, roofline
 from harness.measure.memory import MIB
 from harness.measure.recorder import Recorder
@@ -123,12 +124,27 @@ def _record_energy(recorder: Recorder, runs: list[dict], params: dict, idle_w: f
     recorder.figure("tok_per_j", [tokens / j for j in joules if j > 0], energy_params)
 
 
+# What a scenario that times `generate` says to a backend without it (a server), naming the scenario to use.
+THROUGH_A_SERVER = {"latency": "for TTFT and TPOT through a server, use scenario served at concurrency 1",
+                    "throughput": "for throughput through a server, use scenario served with a concurrency sweep",
+                    "find_max": "a server's limits are its own settings (vLLM's --max-num-seqs, --max-model-len)"}
+
+
+def require_token_times(backend: Backend, scenario: str) -> None:
+    """Refuses, in one line, a backend without capability "token_times" (in-process generation timed per token)."""
+    if "token_times" not in backend.capabilities:
+        raise ConfigError(f"scenario {scenario} needs per-token times of in-process generation (capability "
+                          f"token_times), which backend {backend.name} lacks: {THROUGH_A_SERVER[scenario]}")
+
+
 def run_latency(backend: Backend, params: dict, recorder: Recorder) -> None:
+    require_token_times(backend, "latency")
     measure_generation(backend, recorder, recorder.policy, 1, params["prompt_tokens"], params["output_tokens"],
                        params["engine"].get("step"))
 
 
 def run_throughput(backend: Backend, params: dict, recorder: Recorder) -> None:
+    require_token_times(backend, "throughput")
     for batch_size in params["batch_sizes"]:
         measure_generation(backend, recorder, recorder.policy, batch_size, params["prompt_tokens"],
                            params["output_tokens"], params["engine"].get("step"))
