@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from harness.errors import ConfigError, UnknownNameError
 from harness.hardware import DTYPES
-from harness.specs import Name, Number, PositiveInt, Spec, refuse, validate
+from harness.specs import Label, Name, Number, PositiveInt, Spec, refuse, validate
 from harness.yamlfile import YamlDoc
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
@@ -22,7 +22,7 @@ BACKEND_NAMES = ("transformers", "vllm", "openai")
 KIND_DEVICES = {"gpu": ("cuda",), "apple": ("mps", "cpu"), "cpu": ("cpu",)}
 
 OptionalNumber = Number | None
-OptionalText = Name | None
+OptionalText = Label | None
 
 
 class Match(Spec):
@@ -62,8 +62,8 @@ class Defaults(Spec):
 class Profile(Spec):
     """Every field is required (null where the reference table is empty), so that a gap is visible in the file."""
 
-    name: Name
-    description: Name
+    name: Label
+    description: Label
     kind: Literal[tuple(KIND_DEVICES)]
     vendor: OptionalText
     csv_device: OptionalText
@@ -75,7 +75,7 @@ class Profile(Spec):
     interconnect: OptionalText
     price_usd_per_hour: OptionalNumber
     price_note: OptionalText
-    source: Name
+    source: Label
     notes: OptionalText
     match: Match
     defaults: Defaults

@@ -54,6 +54,7 @@ PositiveNumber = Annotated[float, Strict(), Field(gt=0)]
 Number = Annotated[float, Strict(), Field(ge=0)]
 Text = Annotated[str, Strict()]
 Name = Annotated[str, Strict(), Field(min_length=1)]
+Label = Annotated[str, Strict(), Field(pattern=r"\S")]  # a text with something in it besides blanks
 # A list of names; one name alone stands for a list of one.
 Names = Annotated[tuple[Name, ...], BeforeValidator(_one_or_more), Field(min_length=1)]
 
@@ -117,6 +118,16 @@ def describe(error: dict, data: Any) -> tuple[tuple, str, str]:
 BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le")}
 
 
+# pydantic's error types, each as the reason bench gives.
+REASONS = {"too_short": "must be a non-empty list", "int_type": "must be an integer",
+           "int_from_float": "must be an integer", "int_parsing": "must be an integer",
+           "float_type": "must be a number", "float_parsing": "must be a number",
+           "finite_number": "must be a finite number", "string_too_short": "must be a non-empty string",
+           "string_pattern_mismatch": "must be a non-empty string", "string_type": "must be a string",
+           "tuple_type": "must be a list", "list_type": "must be a list", "model_type": "must be a mapping",
+           "model_attributes_type": "must be a mapping", "dict_type": "must be a mapping"}
+
+
 def _reason(kind: str, ctx: dict, value, message: str) -> str:
     if kind in BOUNDS:
         sign, key = BOUNDS[kind]
@@ -124,23 +135,7 @@ def _reason(kind: str, ctx: dict, value, message: str) -> str:
         return f"must be {'an integer' if isinstance(bound, int) else 'a number'} {sign} {bound:g}"
     if kind == "literal_error":
         return f"must be one of {', '.join(_literals(ctx['expected']))}"
-    if kind == "too_short":
-        return "must be a non-empty list"
-    if kind in ("int_type", "int_from_float", "int_parsing"):
-        return "must be an integer"
-    if kind in ("float_type", "float_parsing"):
-        return "must be a number"
-    if kind == "finite_number":
-        return "must be a finite number"
-    if kind == "string_too_short":
-        return "must be a non-empty string"
-    if kind in ("string_type", "str_type"):
-        return "must be a string"
-    if kind in ("tuple_type", "list_type"):
-        return "must be a list"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return "must be a mapping"
-    return message.removeprefix("Value error, ").replace("Input should be", "must be")
+    return REASONS.get(kind) or message.removeprefix("Value error, ").replace("Input should be", "must be")
 
 
 def _literals(expected: str) -> list[str]:

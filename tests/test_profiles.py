@@ -132,6 +132,7 @@ def test_a_profile_loads_from_a_path(tmp_path):
      "must be a number >= 0, got -1"),
     (("bf16_tflops: null", "bf16_tflops: fast"), 8, "bf16_tflops", "must be a number, got 'fast'"),
     (("description: a test card", "description: ''"), 2, "description", "non-empty string"),
+    (("description: a test card", "description: '   '"), 2, "description", "non-empty string"),
     (("kind: gpu", "kind: tpu"), 3, "kind", "must be one of"),
     (("  device_name: 'ACME \\d+'", "  device_name: 'ACME (\\d+'"), 17, "match.device_name",
      "not a valid regular expression"),
