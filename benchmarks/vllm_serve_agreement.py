@@ -76,7 +76,7 @@ def run_bench(base_url: str, model: str, args, concurrency: int, out: Path) -> d
     if rows["failed_requests"]["value"]:
         sys.exit(f"bench serve-bench: {rows['failed_requests']['value']} requests failed")
     figures = {name: rows[name]["value"] for name in FIGURES}
-    figures["output_tokens"] = rows["output_tok_s"]["stats"].get("server_tokens")
+    figures["output_tokens"] = rows["output_tok_s"]["stats"]["tokens"]
     return figures
 
 

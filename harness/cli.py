@@ -93,6 +93,7 @@ RunOut = Annotated[str | None, typer.Option("--out", metavar="DIR", help="run fo
 # `bench run`'s suite options: the suite field each sets (--find-max sets the scenarios).
 SUITE_FIELDS = {"model": "models", "backend": "backends", "device": "device", "dtype": "dtype",
                 "repetitions": "measure.repetitions", "warmup": "measure.warmup", "min_seconds": "measure.min_seconds",
+                "target_ci": "measure.target_ci", "max_seconds": "measure.max_seconds",
                 "cell_timeout": "cell_timeout_s", "memory_limit": "cell_memory_limit_mib", "find_max": "scenarios"}
 # What --resume takes from the run folder instead (its suite, as resolved when it started).
 SUITE_OPTIONS = ("suite", "profile", "force", *SUITE_FIELDS, "tasks_dir", "out")
@@ -131,6 +132,7 @@ def _suite_from_options(ctx: typer.Context):
           ("bench run", "the quick suite on the embedded default model, on this machine's device"),
           ("bench run --model tiny-dense --out /tmp/r", "the quick suite on a tiny random-weight model"),
           ("bench run --suite my_suite.yaml --device cpu --dtype fp32 --repetitions 10", "a suite file, overridden"),
+          ("bench run --target-ci 0.02 --max-seconds 120", "repeat each figure until it is known to +-2%"),
           ("bench run --profile rtx4090", "refused unless this machine is an RTX 4090 (--force runs it anyway)"),
           ("bench run --resume results/RUN_ID", "finish an interrupted run (cells not complete run again)"),
           ("bench run --find-max --model tiny-dense", "largest batch size and prompt length that fit this device"))
@@ -150,6 +152,11 @@ def _cmd_run(
     warmup: Annotated[int | None, typer.Option(metavar="N", help="untimed warm-up runs")] = None,
     min_seconds: Annotated[float | None, typer.Option(
         metavar="T", help="keep repeating until T seconds have passed")] = None,
+    target_ci: Annotated[float | None, typer.Option(
+        metavar="F", help="repeat until the 95% interval of each speed figure's median is within +-F of it (0.02: "
+                          "+-2%), instead of a fixed count")] = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        metavar="T", help="with --target-ci: stop after T seconds; the figure then says it did not converge")] = None,
     cell_timeout: Annotated[float | None, typer.Option(metavar="S", help="seconds before a cell is killed")] = None,
     out: RunOut = None,
     online: Online = False,

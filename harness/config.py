@@ -72,6 +72,20 @@ class Slo(Spec):
     percentile: Annotated[PositiveNumber, Field(le=100)] | None = None
 
 
+class MeasureSpec(Spec):
+    """How a timed figure is repeated (harness.measure.stats.RepetitionPolicy, whose fields these are): `warmup`
+    untimed runs, then a fixed protocol (at least `repetitions` runs and `min_seconds`) or, with `target_ci`, runs until
+    the 95% interval of the median is within +-target_ci of it (a fraction: 0.02 is +-2%), at least
+    `min_repetitions` of them, for at most `max_seconds`. Leading runs still warming up are dropped either way."""
+
+    warmup: Count = 1
+    repetitions: PositiveInt = 5
+    min_seconds: Number = 0.0
+    target_ci: Annotated[PositiveNumber, Field(lt=1)] | None = None
+    min_repetitions: PositiveInt = 6
+    max_seconds: PositiveNumber = 60.0
+
+
 class ScenarioBase(Spec):
     """A scenario of a suite: its name, the suite's models it runs on (empty: all of them), its parameters."""
 
@@ -104,6 +118,7 @@ class Latency(ScenarioBase):
     prompt_tokens: PositiveInt = 128
     output_tokens: PositiveInt = 32
     engine: EngineSettings = EngineSettings()
+    measure: MeasureSpec | None = None  # the scenario's own policy, instead of the suite's
 
 
 class Throughput(ScenarioBase):
@@ -112,6 +127,7 @@ class Throughput(ScenarioBase):
     output_tokens: PositiveInt = 16
     batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 4, 16]
     engine: EngineSettings = EngineSettings()
+    measure: MeasureSpec | None = None  # the scenario's own policy, instead of the suite's
 
 
 class Quality(ScenarioBase):
@@ -173,12 +189,6 @@ class Served(ScenarioBase):
 ScenarioSpec = Annotated[Latency | Throughput | Quality | FindMax | Served, Discriminator("name")]
 
 SCENARIO = TypeAdapter(ScenarioSpec)
-
-
-class MeasureSpec(Spec):
-    warmup: Count = 1
-    repetitions: PositiveInt = 5
-    min_seconds: Number = 0.0
 
 
 class ServerSpec(Spec):
@@ -259,6 +269,10 @@ class SuiteSpec(Spec):
                 if model not in self.models:
                     raise refuse(f"{model!r} is not one of the suite's models", ("scenarios", i, "models", j))
         return self
+
+    def measure_of(self, scenario: ScenarioBase) -> MeasureSpec:
+        """The policy a scenario's figures are measured by: its own where it has one, else the suite's."""
+        return getattr(scenario, "measure", None) or self.measure
 
     def to_data(self) -> dict:
         """The suite as a plain mapping that `suite_from_data` reads back to an equal suite (resolved_config.yaml)."""

@@ -43,12 +43,12 @@ def measure_cell(cell, context: dict, emit) -> None:
         options["server"] = cell.server
     backend.load(Path(cell.model_path), cell.device, engine.get("dtype", cell.dtype), options)
     info = backend.info()
-    counter, energy_source_or_reason = open_counter(info.device)
+    counter, energy_source_or_reason = open_counter(info.device, backend.cuda_devices())
     context = {**context, "backend_version": info.backend_version, "device": info.device,
                "device_name": info.device_name, "dtype": info.dtype, "backend_info": info.extra,
                "energy_source": counter.source if counter else "none",
                "energy_unavailable": None if counter else energy_source_or_reason}
-    policy = RepetitionPolicy(cell.measure.warmup, cell.measure.repetitions, cell.measure.min_seconds)
+    policy = RepetitionPolicy(**cell.measure.model_dump())
     recorder = Recorder(context, policy, emit, cell.machine.limits, counter)
     _record_probe(recorder, cell.machine.probe)
     SCENARIOS.get(cell.scenario.name)(backend, cell.scenario.params, recorder)

@@ -102,6 +102,16 @@ ALIASES: dict[str, Alias] = {
         "claim family: Qwen3 dense, 4 layers x 512, MLP 2048 wide = the MoE's active parameters (random weights)",
         "Apache-2.0", tiny=TinyRecipe("Qwen3Config", dict(_FAMILY, intermediate_size=2 * 1024)),
     ),
+    # Llama-3.1-8B's exact shape (8.03 B parameters, about 16 GB in bf16) with random weights, for GPU speed and
+    # memory checks where no weights can be downloaded (shapes from the model's config.json).
+    "llama3.1-8b-shape": Alias(
+        "random-weight Llama-3.1-8B shape: 32 layers x 4096, GQA 32/8, MLP 14336, vocabulary 128256 (speed and "
+        "memory only; about 16 GB)", "Llama 3.1 Community License (shape only)",
+        tiny=TinyRecipe("LlamaConfig", dict(
+            hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+            num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
+            rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+    ),
 }
 DEFAULT_MODEL = "smollm2-135m"
 

@@ -207,6 +207,24 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "result_runs" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(RESULT_RUNS_TIMEOUT_S))
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    reason = _without_cuda() if gpu_tests else None
+    if reason:
+        for item in gpu_tests:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _without_cuda() -> str | None:
+    """Why the `gpu` tests (tests/gpu/) cannot run here, or None where a CUDA device is present. torch is imported
+    only once a gpu test has been collected, so that this file keeps the CLI's rule of no torch at import."""
+    try:
+        import torch
+    except ImportError as exc:
+        return f"needs a CUDA GPU: torch cannot be imported ({exc})"
+    if not torch.cuda.is_available():
+        return (f"needs a CUDA GPU: torch.cuda.is_available() is false (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'})")
+    return None
 
 
 @pytest.fixture(scope="session")

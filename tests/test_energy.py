@@ -1,12 +1,15 @@
 """Energy counters: RAPL on powercap trees built here and on the machine's own, NVML where a driver is present."""
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from harness.measure.energy import RaplCounter, measure_idle_power_w, open_counter, phase
+from harness.measure.nvml import nvml_indices
 
 RANGE_UJ = 262_143_328_850  # a real package zone's max_energy_range_uj
 POWERCAP = Path("/sys/class/powercap")
@@ -105,16 +108,38 @@ def test_this_machines_rapl_counter_rises_under_load():
     assert counter.read_j() > start
 
 
+def test_each_cuda_device_is_found_in_nvml_by_its_uuid():
+    nvml = ["GPU-aaaa-0", "GPU-bbbb-1", "GPU-cccc-2", "GPU-dddd-3"]  # NVML's order: PCI bus order, every GPU
+    assert nvml_indices(["dddd-3"], nvml) == [3]  # CUDA_VISIBLE_DEVICES=3: CUDA's device 0 is NVML's 3
+    assert nvml_indices(["DDDD-3", "bbbb-1"], nvml) == [3, 1]  # CUDA's order kept, case ignored
+    with pytest.raises(OSError, match="does not list"):
+        nvml_indices(["eeee-4"], nvml)
+
+
 @pytest.mark.gpu
 def test_nvml_counter_rises_over_a_wait():
     pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (the `gpu` extra)")
     counter, why = open_counter("cuda")
     if counter is None:
         pytest.skip(f"no NVML energy counter here: {why}")
-    assert counter.source == why == "nvml:0"
     start = counter.read_j()
     time.sleep(0.5)  # a GPU draws tens of watts idle; the counter updates several times a second
     assert counter.read_j() > start
+
+
+@pytest.mark.gpu
+def test_nvml_counts_the_visible_gpu_not_device_0():
+    """With only the machine's last GPU visible (in PCI order, NVML's), CUDA's device 0 is NVML's last."""
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (the `gpu` extra)")
+    pynvml.nvmlInit()
+    last = pynvml.nvmlDeviceGetCount() - 1
+    pynvml.nvmlShutdown()
+    probe = ("from harness.measure.energy import open_counter; from harness.measure.nvml import device_memory; "
+             "import torch; torch.ones(1, device='cuda'); "
+             "print(open_counter('cuda')[1], device_memory([0])['peak_device_mib'] > 0)")
+    env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(last)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == [f"nvml:{last}", "True"], done.stderr
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -75,12 +75,13 @@ def test_fixed_concurrency_sweep_rows_follow_the_metric_dictionary(backend):
         for ttft, e2e in zip(figures["ttft_ms"]["samples"], figures["e2e_latency_ms"]["samples"], strict=True):
             assert 0 < ttft < e2e
         output = figures["output_tok_s"]["stats"]
-        assert output["server_tokens"] == 3 * OUTPUT_TOKENS and 3 <= output["tokens"] <= 3 * OUTPUT_TOKENS
+        # The server's count (transformers serve reports usage), not our re-tokenized one, which merges can lower.
+        assert output["tokens"] == 3 * OUTPUT_TOKENS and 3 <= output["counted_tokens"] <= 3 * OUTPUT_TOKENS
         assert figures["output_tok_s"]["value"] == pytest.approx(output["tokens"] / output["seconds"])
         assert figures["request_s"]["value"] == pytest.approx(3 / output["seconds"])
         # Gaps pooled over requests: n - 1 per request. One generated token per event, so at least one chunk per
         # counted token.
-        assert figures["itl_ms"]["stats"]["n"] == output["tokens"] - 3
+        assert figures["itl_ms"]["stats"]["n"] == output["counted_tokens"] - 3
         assert figures["itl_ms"]["stats"]["chunks_per_token"] >= 1
 
 
@@ -187,6 +188,12 @@ class Misbehaving(BaseHTTPRequestHandler):
         elif prompt == "multi":
             self.event(" one two three four", "length")
             self.chunk("data: [DONE]\n\n")
+        elif prompt == "usage":  # says it generated 6 tokens, whose text re-tokenizes to 4
+            self.event(" one two")
+            time.sleep(0.05)
+            self.event(" three four", "length")
+            self.chunk(f"data: {json.dumps({'choices': [], 'usage': {'completion_tokens': 6}})}\n\n")
+            self.chunk("data: [DONE]\n\n")
         elif prompt == "cut":
             self.event(" one")
         elif prompt == "stall":
@@ -195,7 +202,7 @@ class Misbehaving(BaseHTTPRequestHandler):
         elif prompt == "error":
             self.chunk('data: {"error": {"message": "engine died"}}\n\n')
         self.chunk("")  # the last chunk: the body ends (the connection may stay)
-        self.close_connection = prompt not in ("ok", "multi")
+        self.close_connection = prompt not in ("ok", "multi", "usage")
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +232,19 @@ def test_broken_streams_become_per_request_errors(broken_backend):
     # "multi": four tokens in one chunk, stamped alike, so three zero gaps; "ok": three chunks of a token each.
     multi = token_times(streams[1], broken_backend.count_tokens)
     assert len(multi) == 4 and len(set(multi)) == 1
-    assert window["tokens"] == 3 + 4 and window["chunks"] == 3 + 1
+    assert window["tokens"] == window["counted_tokens"] == 3 + 4 and window["chunks"] == 3 + 1  # no usage: ours
     assert window["itl_ms"].count(0.0) == 3
     assert not meets_slo(window, {"ttft_ms": 1e9})
+
+
+def test_the_servers_own_token_count_makes_throughput_and_tpot_where_it_gives_one(broken_backend):
+    streams, seconds = asyncio.run(_window(broken_backend, served_params(), ["usage"], None, [0.0]))
+    times = token_times(streams[0], broken_backend.count_tokens)
+    assert streams[0].server_tokens == 6 and len(times) == 4  # two chunks of two tokens each, by our tokenizer
+    window = window_figures(streams, seconds, broken_backend.count_tokens, {})
+    assert window["tokens"] == 6 and window["counted_tokens"] == 4
+    assert window["tpot_ms"] == [pytest.approx((times[-1] - times[0]) / 5 * 1e3)]  # 6 tokens: 5 gaps
+    assert window["itl_ms"].count(0.0) == 2  # gaps between the stamped tokens, as before
 
 
 def test_a_window_sends_through_a_pool_of_its_concurrency_opened_before_it(broken_backend):

@@ -1,8 +1,10 @@
 import statistics
 
+import numpy as np
 import pytest
 
-from harness.measure.stats import RepetitionPolicy, bootstrap_stderr, summarize
+from harness.measure.intervals import median_half_width
+from harness.measure.stats import RepetitionPolicy, bootstrap_stderr, leading_outliers, summarize
 
 
 def test_summarize_matches_the_standard_library():
@@ -33,15 +35,44 @@ def test_bootstrap_stderr_is_seeded_and_near_the_analytic_value():
 
 def test_repetition_policy_counts_warmups_apart():
     calls = []
-    results = RepetitionPolicy(warmup=2, repetitions=3).run(lambda: calls.append(1) or len(calls))
+    series = RepetitionPolicy(warmup=2, repetitions=3).run(lambda: calls.append(1) or len(calls))
     assert len(calls) == 5
-    assert results == [3, 4, 5]
+    assert series.runs == [3, 4, 5] and series.taken == 3 and series.stopped == "repetitions"
 
 
 def test_repetition_policy_repeats_until_the_minimum_time():
     import time
 
     start = time.perf_counter()
-    results = RepetitionPolicy(warmup=0, repetitions=1, min_seconds=0.05).run(lambda: time.sleep(0.01))
+    series = RepetitionPolicy(warmup=0, repetitions=1, min_seconds=0.05).run(lambda: time.sleep(0.01) or 1.0)
     assert time.perf_counter() - start >= 0.05
-    assert len(results) >= 2
+    assert len(series.runs) >= 2
+
+
+def test_leading_samples_outside_the_rest_are_warm_up_and_the_middle_is_never_dropped():
+    steady = [10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.1, 9.9, 10.0]
+    assert leading_outliers([30.0, 18.0, *steady]) == 2  # compiling, then caches filling
+    assert leading_outliers(steady) == 0
+    assert leading_outliers([10.0, 30.0, *steady]) == 0  # an outlier in the middle stays: the first sample is steady
+    assert leading_outliers([10.08, *steady]) == 0  # within +-1% of the rest is never warm-up, even where MAD is 0
+    assert leading_outliers([99.0, 60.0, 40.0, 30.0, *steady[:5]]) == 3  # never more than a third of the samples
+
+
+def noisy(relative_sd: float, seed: int = 0):
+    """A measurement whose value is 100 with seeded normal noise of relative_sd."""
+    rng = np.random.default_rng(seed)
+    return lambda: float(100 * (1 + relative_sd * rng.standard_normal()))
+
+
+def test_a_target_stops_when_the_median_is_known_to_it():
+    series = RepetitionPolicy(warmup=0, target_ci=0.02, max_seconds=30).run(noisy(0.01))
+    assert series.stopped == "converged" and series.taken >= 6
+    assert median_half_width(series.runs) <= 0.02
+    # One repetition fewer and it had not yet: the policy stops at the first repetition where the target holds.
+    assert median_half_width(series.runs[:-1]) > 0.02 or len(series.runs) == 6
+
+
+def test_a_target_out_of_reach_stops_at_the_time_cap_unconverged():
+    series = RepetitionPolicy(warmup=0, target_ci=0.001, max_seconds=0.2).run(noisy(0.3))
+    assert series.stopped == "max_seconds" and median_half_width(series.runs) > 0.001
+    assert series.stats()["target_ci"] == 0.001 and series.stats()["repetitions"] == series.taken

@@ -153,7 +153,7 @@ scenarios:
         assert figures["failed_requests"]["value"] == 0
         assert figures["ttft_ms"]["stats"]["n"] == 4 and figures["output_tok_s"]["value"] > 0
         # vLLM is told ignore_eos and min_tokens: every request returns exactly the tokens asked for.
-        assert figures["output_tok_s"]["stats"]["server_tokens"] == 4 * 6
+        assert figures["output_tok_s"]["stats"]["tokens"] == 4 * 6
     info = rows[0]["backend_info"]
     assert info["server_kind"] == "vllm"
     quality = {r["metric"]: r for r in every_row if r["scenario"] == "quality"}

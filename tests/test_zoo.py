@@ -48,6 +48,19 @@ def test_tiny_models_are_seeded_and_identical_wherever_built(tmp_path, monkeypat
     assert next(e for e in zoo.list_models() if e["alias"] == "tiny-dense")["prepared"]
 
 
+def test_the_8b_shape_has_llama_3_1_8b_parameter_count():
+    """8,030,261,248: the parameter count of meta-llama/Llama-3.1-8B (its safetensors index, 16,060,522,496 bytes in
+    bf16 / 2). Counted on the meta device: nothing is allocated."""
+    import torch
+    import transformers
+
+    recipe = zoo.ALIASES["llama3.1-8b-shape"].tiny
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(
+            getattr(transformers, recipe.config_class)(**recipe.config), dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == 16_060_522_496 // 2
+
+
 @pytest.mark.slow
 def test_tiny_moe_is_a_real_mixture_of_experts(tiny_moe):
     from transformers import AutoConfig

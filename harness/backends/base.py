@@ -103,6 +103,10 @@ class Backend(Protocol):
         """For MoE models, a counter of the experts each token is routed to (its close() returns the per-layer
         counts); None for dense models (capability "router_stats")."""
 
+    def cuda_devices(self) -> list[int]:
+        """The CUDA device ordinals the engine computes on (a device map's, a tensor-parallel engine's), whose energy
+        and memory NVML reports; [] off CUDA and where the engine is another machine's (a server)."""
+
     def reset_peak_memory(self) -> None:
         """Starts a new window for the device's peak-memory counters."""
 

@@ -338,6 +338,9 @@ class OpenAIBackend:
         """None: the weights live in the server's process, not here."""
         return None
 
+    def cuda_devices(self) -> list[int]:
+        return []
+
     def reset_peak_memory(self) -> None:
         pass
 

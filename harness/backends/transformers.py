@@ -19,6 +19,7 @@ from harness.backends.tokens import Pair, RequestTokens, cut_at_stop
 from harness.errors import ConfigError
 from harness.hardware import auto_dtype, detect_device, device_name, synchronize
 from harness.measure.memory import MIB
+from harness.measure.nvml import device_memory
 from harness.measure.roofline import ModelShape
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -429,10 +430,14 @@ class TransformersBackend:
         placed = getattr(self.model, "hf_device_map", None)
         return sorted({d for d in placed.values() if isinstance(d, int)}) if placed else [None]
 
+    def cuda_devices(self) -> list[int]:
+        if self.device != "cuda":
+            return []
+        return [torch.cuda.current_device() if gpu is None else gpu for gpu in self._gpus()]
+
     def reset_peak_memory(self) -> None:
-        if self.device == "cuda":
-            for gpu in self._gpus():
-                torch.cuda.reset_peak_memory_stats(gpu)
+        for gpu in self.cuda_devices():
+            torch.cuda.reset_peak_memory_stats(gpu)
 
     def _weight_bytes(self) -> int:
         """Bytes of every tensor of the state dict, tied ones once; quantized Linear layers keep their weights in
@@ -459,8 +464,9 @@ class TransformersBackend:
         figures = {"weights_mib": self._weight_bytes() / MIB}
         if self.device == "cuda":
             # Summed over the GPUs of a device map.
-            figures["peak_allocated_mib"] = sum(map(torch.cuda.max_memory_allocated, self._gpus())) / MIB
-            figures["peak_reserved_mib"] = sum(map(torch.cuda.max_memory_reserved, self._gpus())) / MIB
+            figures["peak_allocated_mib"] = sum(map(torch.cuda.max_memory_allocated, self.cuda_devices())) / MIB
+            figures["peak_reserved_mib"] = sum(map(torch.cuda.max_memory_reserved, self.cuda_devices())) / MIB
+            figures.update(device_memory(self.cuda_devices()))
         return figures
 
     def close(self) -> None:

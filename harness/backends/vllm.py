@@ -18,7 +18,7 @@ from harness.backends.base import BackendInfo, Generation
 from harness.backends.server import TORCH_DTYPE_NAMES, vllm_environment
 from harness.backends.tokens import Pair, RequestTokens
 from harness.hardware import auto_dtype, detect_device, device_name
-from harness.measure.memory import MIB
+from harness.measure.nvml import device_memory
 
 
 class VllmBackend:
@@ -115,28 +115,18 @@ class VllmBackend:
         """None: vLLM keeps its weights in its engine's worker processes."""
         return None
 
+    def cuda_devices(self) -> list[int]:
+        """The first tensor x pipeline parallel visible devices: those vLLM's ranks take."""
+        return list(range(self.parallel["tensor_parallel_size"] * self.parallel["pipeline_parallel_size"])) \
+            if self.device == "cuda" else []
+
     def reset_peak_memory(self) -> None:
         pass
 
     def memory(self) -> dict[str, float]:
-        """peak_device_mib: NVML's memory used on the device by this process and its children (vLLM's workers). vLLM
-        reserves its KV cache up front, so what it holds after a generation is its peak."""
-        if self.device != "cuda":
-            return {}
-        import psutil
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            ours = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
-            used = 0
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                used += sum(p.usedGpuMemory or 0 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-                            if p.pid in ours)
-        finally:
-            pynvml.nvmlShutdown()
-        return {"peak_device_mib": used / MIB}
+        """peak_device_mib (NVML): vLLM reserves its KV cache up front, so what it holds after a generation is its
+        peak."""
+        return device_memory(self.cuda_devices())
 
     def close(self) -> None:
         del self.llm

@@ -52,7 +52,7 @@ def _copy_gbps(device: str) -> list[float]:
     copy_bytes = COPY_MIB[device] * 2**20
     source = torch.ones(copy_bytes // 4, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
-    seconds = POLICY.run(lambda: _timed(lambda: target.copy_(source), device))
+    seconds = POLICY.run(lambda: _timed(lambda: target.copy_(source), device)).runs
     return [2 * copy_bytes / s / 1e9 for s in seconds]  # each copy reads and writes copy_bytes
 
 
@@ -73,7 +73,7 @@ def _matmul_tflops(device: str, dtype: str) -> tuple[list[float], int]:
     while n < MATMUL_MAX_N[device] and _timed(run, device) < MATMUL_MIN_SECONDS:
         n *= 2
         run = product(n)
-    seconds = POLICY.run(lambda: _timed(run, device))
+    seconds = POLICY.run(lambda: _timed(run, device)).runs
     return [2 * n**3 / s / 1e12 for s in seconds], n
 
 

@@ -4,9 +4,10 @@ A phase's energy is the counter's delta over it minus idle power x its duration,
 before. Where no counter exists there is no energy figure: `open_counter` says why, and nothing is estimated.
 """
 
+import contextlib
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -51,35 +52,38 @@ class RaplCounter:
 
 
 class NvmlCounter:
-    """NVML's total energy of one GPU since the driver loaded, in mJ (Volta and newer). `index` is NVML's device
-    index, which ignores CUDA_VISIBLE_DEVICES and is in PCI bus order."""
+    """NVML's total energy since the driver loaded (mJ; Volta and newer), summed over the CUDA devices given: those
+    the run computes on, matched to NVML's own numbering by UUID (harness.measure.nvml)."""
 
-    def __init__(self, index: int = 0):
+    def __init__(self, cuda_devices: Sequence[int]):
         import pynvml  # nvidia-ml-py, the `gpu` extra
 
+        from harness.measure import nvml
+
+        if not cuda_devices:
+            raise OSError("NVML: the engine computes on no CUDA device of this process")
+        held = contextlib.ExitStack()
+        self._nvml = held.enter_context(nvml.session())
         try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:  # no driver, or no library
-            raise OSError(f"NVML: {exc}") from exc
-        try:
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)  # NotSupported before Volta
-        except pynvml.NVMLError as exc:
-            pynvml.nvmlShutdown()
-            raise OSError(f"NVML device {index}: {exc}") from exc
-        weakref.finalize(self, pynvml.nvmlShutdown)  # NVML counts inits: each is matched by one shutdown
-        self._nvml = pynvml
-        self.source = f"nvml:{index}"
+            found = nvml.handles(self._nvml, cuda_devices)
+            for _, handle in found:
+                self._nvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # NotSupported before Volta
+        except (pynvml.NVMLError, OSError) as exc:
+            held.close()
+            raise OSError(f"NVML, CUDA devices {list(cuda_devices)}: {exc}") from exc
+        weakref.finalize(self, held.close)
+        self._handles = [handle for _, handle in found]
+        self.source = "nvml:" + "+".join(str(index) for index, _ in found)
 
     def read_j(self) -> float:
-        return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1e3
+        return sum(map(self._nvml.nvmlDeviceGetTotalEnergyConsumption, self._handles)) / 1e3
 
 
-def open_counter(device: str, device_index: int = 0) -> tuple[EnergyCounter | None, str]:
-    """The counter for `device` and its source, or (None, "none: <why>")."""
+def open_counter(device: str, cuda_devices: Sequence[int] = (0,)) -> tuple[EnergyCounter | None, str]:
+    """The counter for `device` (on CUDA, for the device ordinals given) and its source, or (None, "none: <why>")."""
     try:
         if device == "cuda":
-            counter: EnergyCounter = NvmlCounter(device_index)
+            counter: EnergyCounter = NvmlCounter(cuda_devices)
         elif device == "cpu":
             counter = RaplCounter()
         elif device == "mps":

@@ -42,8 +42,24 @@ class Interval:
             return "below"
         return "spans"
 
+    @property
+    def relative_half_width(self) -> float:
+        return relative_half_width(self.value, self.low, self.high)
+
     def text(self, digits: int = 2) -> str:
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def relative_half_width(value: float, low: float, high: float) -> float:
+    """The larger distance from `value` to a bound, over |value|: the x of "within +-x of it" (inf where the interval is
+    unbounded or the value is 0)."""
+    return max(value - low, high - value) / abs(value) if value else math.inf
+
+
+def median_half_width(samples, level: float = LEVEL) -> float:
+    """relative_half_width of the samples' median and its interval."""
+    values = _finite(samples)
+    return relative_half_width(float(np.median(values)), *median_interval(samples, level)) if values.size else math.inf
 
 
 def _finite(samples) -> np.ndarray:

@@ -39,8 +39,9 @@ METRICS: dict[str, Metric] = {
     "ttft_ms": _m("ms", "ttft.v1", "lower", "t_1 - t_send: the first output token's time after the request (batch: "
                   "after the batch) was sent", console="ttft_ms", leaderboard=2, vllm="TTFT",
                   guidellm="time_to_first_token_ms", AIPerf="time_to_first_token"),
-    "tpot_ms": _m("ms", "tpot.v1", "lower", "(t_n - t_1) / (n - 1): mean time per output token after the first; "
-                  "undefined (not 0) when n <= 1", console="tpot_ms", leaderboard=3, vllm="TPOT",
+    "tpot_ms": _m("ms", "tpot.v1", "lower", "(t_n - t_1) / (n - 1): mean time per output token after the first "
+                  "(through a server, n is the server's token count where it reports one); undefined (not 0) when "
+                  "n <= 1", console="tpot_ms", leaderboard=3, vllm="TPOT",
                   guidellm="inter_token_latency_ms", AIPerf="inter_token_latency"),
     "e2e_latency_ms": _m("ms", "e2e.v1", "lower", "t_n - t_send: the whole request", vllm="E2EL",
                          guidellm="request_latency", AIPerf="request_latency"),
@@ -58,8 +59,9 @@ METRICS: dict[str, Metric] = {
                              optimum_benchmark="memory.max_allocated"),
     "peak_reserved_mib": _m("MiB", "torchmem.v1", "lower", "torch.cuda peak reserved bytes (the caching "
                             "allocator's), reset before the phase", "exact", optimum_benchmark="memory.max_reserved"),
-    "peak_device_mib": _m("MiB", "nvml.v1", "lower", "NVML memory used on the device by the engine's processes "
-                          "(vLLM)", "exact", optimum_benchmark="memory.max_process_vram"),
+    "peak_device_mib": _m("MiB", "nvml.v1", "lower", "NVML memory that the engine's processes hold on its CUDA "
+                          "devices after the phase, CUDA contexts included", "exact",
+                          optimum_benchmark="memory.max_process_vram"),
     "weights_mib": _m("MiB", "weights.v1", "lower", "bytes of the weights as loaded (parameters + buffers)", "exact"),
     "kv_cache_mib": _m("MiB", "kvcache.v1", "lower", "bytes of the KV cache left after a generation", "exact"),
     "accuracy": _m("fraction", "acc.v1", "higher", "share of questions whose highest summed log-likelihood "
@@ -105,8 +107,9 @@ METRICS: dict[str, Metric] = {
                         "experts and the embedding lookup left out)", "exact"),
     "itl_ms": _m("ms", "itl.v1", "lower", "every gap t_(i+1) - t_i over all requests, pooled; chunks of several "
                  "tokens make zero gaps (chunks_per_token beside it)", vllm="ITL", AIPerf="inter_chunk_latency"),
-    "output_tok_s": _m("tok/s", "output.v1", "higher", "served load: all output tokens / wall time of the measured "
-                       "window", console="output_tok/s", vllm="Output token throughput",
+    "output_tok_s": _m("tok/s", "output.v1", "higher", "served load: all output tokens (the server's count of each "
+                       "request where it reports one, else the re-tokenized text's) / wall time of the measured window",
+                       console="output_tok/s", vllm="Output token throughput",
                        guidellm="output_tokens_per_second", AIPerf="output_token_throughput"),
     "request_s": _m("req/s", "reqs.v1", "higher", "completed requests / wall time of the measured window",
                     vllm="Request throughput", guidellm="requests_per_second", AIPerf="request_throughput"),

@@ -35,7 +35,7 @@ ENTRY_COLUMNS = ["run_id", "model", "model_source", "model_revision", "backend",
 # Speed, memory, energy and cost from the latency line at batch 1: the registry's leaderboard figures.
 SPEED_COLUMNS = leaderboard_columns()
 HEAD_COLUMNS = ["profile", "model", "model_revision", "total_params", "active_params", "moe", "backend", "dtype",
-                "device_name", "runs", *SPEED_COLUMNS, "decode_tok_s_low", "decode_tok_s_high"]
+                "device_name", "runs", *SPEED_COLUMNS, "decode_tok_s_low", "decode_tok_s_high", "decode_converged"]
 TAIL_COLUMNS = ["degenerate", "gap_to_best_closed_points", "best_closed_model", "gap_task", "run_date", "run_id",
                 "comparability_key"]
 
@@ -88,7 +88,8 @@ def _run_entries(table: pa.Table) -> list[dict]:
         for name in ("total_params", "active_params"):
             entry[name] = entry.get(name) or line.get(name)
         if line["scenario"] == "latency" and line["batch_size"] == 1 and "decode_tok_s" not in entry:
-            entry.update({name: line.get(name) for name in SPEED_COLUMNS}, comparability_key=line["key_id"])
+            entry.update({name: line.get(name) for name in SPEED_COLUMNS}, comparability_key=line["key_id"],
+                         _converged=line.get("converged"))
             entry["_decode"] = decode.get((line["run_id"], line["key_id"]), [])
         elif line["scenario"] == "throughput" and line.get("decode_tok_s") is not None:
             entry["_batches"][line["batch_size"]] = line["decode_tok_s"]
@@ -127,8 +128,16 @@ def _aggregate(group: list[dict], medians: dict) -> dict:
                 decode_tok_s_high=high if high is not None and math.isfinite(high) else None,
                 comparability_key=" ".join(sorted({e["comparability_key"] for e in group
                                                    if e.get("comparability_key")})) or None,
-                degenerate=" ".join(sorted({t for e in group for t in (e["degenerate"] or "").split()})) or None)
+                degenerate=" ".join(sorted({t for e in group for t in (e["degenerate"] or "").split()})) or None,
+                decode_converged=_all_converged(e.get("_converged") for e in group))
     return line
+
+
+def _all_converged(flags) -> bool | None:
+    """False where a run's decode speed missed its policy's target, True where every run's met it, None where no
+    run had a target (a fixed protocol)."""
+    known = [flag for flag in flags if flag is not None]
+    return all(known) if known else None
 
 
 def _gap(entry: dict, line: dict, group: dict | None) -> None:
@@ -175,6 +184,9 @@ def definitions(names: list[str]) -> dict[str, dict]:
                  "decode_tok_s_low": {"definition": "lower end of the 95% interval of decode_tok_s's median (exact "
                                                     "order statistics over every run's samples)", "unit": "tok/s"},
                  "decode_tok_s_high": {"definition": "upper end of that interval", "unit": "tok/s"},
+                 "decode_converged": {"definition": "whether decode_tok_s's interval reached its measurement "
+                                                    "policy's target (--target-ci) in every run; empty where no "
+                                                    "target was set", "unit": ""},
                  "runs": {"definition": "how many runs of this configuration the line aggregates (each figure is "
                                         "the median over them)", "unit": ""},
                  "model_revision": {"definition": "hash of the model's weights files", "unit": ""},

@@ -23,7 +23,8 @@ DEGENERACY_FIELDS = ("majority_baseline", "top_choice_share", "degenerate")
 SUMMARY_COLUMNS = [
     *CONTEXT_COLUMNS[:6], "task", "scenario", "engine_step", "batch_size", "load", "prompt_tokens", "output_tokens",
     *FIGURE_COLUMNS,
-    "quality_metric", "quality_stderr", "quality_uniform", *DEGENERACY_FIELDS, "samples", "status", "error", "profile",
+    "quality_metric", "quality_stderr", "quality_uniform", *DEGENERACY_FIELDS, "samples", "half_width", "converged",
+    "status", "error", "profile",
     "off_profile", "energy_source", "model_revision", "key_id",
 ]
 
@@ -32,7 +33,8 @@ SUMMARY_COLUMNS = [
 # reads of each cell's first row only.
 ROW_COLUMNS = [*dict.fromkeys(["run_id", "cell_id", "metric", "value", "status", "error", "key_id",
                                "params.batch_size", "params.load", "params.prompt_tokens", "params.output_tokens",
-                               "params.engine_step", "stats.n", "stats.stderr", "stats.uniform",
+                               "params.engine_step", "stats.n", "stats.stderr", "stats.uniform", "stats.half_width",
+                               "stats.converged",
                                *(f"stats.{name}" for name in DEGENERACY_FIELDS)])]
 LINE_PARAMS = ["params.prompt_tokens", "params.output_tokens", "params.engine_step", "params.load"]
 CELL = ["run_id", "cell_id"]
@@ -73,6 +75,9 @@ def summary(table) -> pd.DataFrame:
         lines[name] = quality[f"stats.{name}"]
     timed = _pick(lines, batched, shared, ["decode_tok_s", "ttft_ms", *QUALITY_HEADLINE])
     lines["samples"], lines["key_id"] = timed["stats.n"], timed["key_id"]
+    # How precisely the line's speed is known (the relative half-width of its 95% interval), and whether that met the
+    # policy's target (None: a fixed protocol).
+    lines["half_width"], lines["converged"] = timed["stats.half_width"], timed["stats.converged"]
     failure = _aligned(rows[rows["status"] != "ok"].drop_duplicates(CELL).set_index(CELL)[["status", "error"]],
                        lines, CELL)
     lines["status"] = failure["status"].where(failure["status"].notna(), "ok")
@@ -177,11 +182,12 @@ def _guarded(text):
 
 CONSOLE_COLUMNS = [("model", "model"), ("scenario", "scenario"), ("task", "task"), ("engine_step", "engine"),
                    ("batch_size", "batch"), *console_columns().items(), ("quality_metric", "quality"),
-                   ("degenerate", "degenerate"), ("status", "status")]
+                   ("degenerate", "degenerate"), ("precision", "±95%"), ("status", "status")]
 
 
 def console_table(lines: list[dict]) -> str:
     """The summary as an aligned table; columns that no line fills (e.g. cost without a price) are left out."""
+    lines = [{**line, "precision": _precision(line)} for line in lines]
     columns = [(key, title) for key, title in CONSOLE_COLUMNS if any(line.get(key) is not None for line in lines)]
     body = [[_console_cell(line, key) for key, _ in columns] for line in lines]
     out = [table([title for _, title in columns], body)]
@@ -201,6 +207,13 @@ def _console_cell(line: dict, key: str) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
     return "" if value is None else str(value)
+
+
+def _precision(line: dict) -> str | None:
+    """The line's speed to within what (its 95% interval's relative half-width), and whether that missed the target."""
+    half, missed = line.get("half_width"), line.get("converged") is False
+    text = f"±{half:.1%}" if half is not None else ("unbounded" if missed else None)
+    return f"{text} not converged" if missed else text
 
 
 def run_report(result) -> str:

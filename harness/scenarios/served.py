@@ -65,7 +65,7 @@ async def _window(backend, params: dict, prompts: list[str], concurrency: int | 
 def window_figures(streams: list[Stream], seconds: float, count_tokens, slo: dict) -> dict:
     """Per-request samples and window figures of one load point."""
     samples: dict[str, list] = {name: [] for name in PER_REQUEST}
-    gaps, errors, tokens, chunks, good, server_tokens = [], Counter(), 0, 0, 0, 0
+    gaps, errors, tokens, counted, chunks, good = [], Counter(), 0, 0, 0, 0
     for stream in streams:
         times = token_times(stream, count_tokens) if not stream.error else []
         if not stream.error and not times:
@@ -74,18 +74,23 @@ def window_figures(streams: list[Stream], seconds: float, count_tokens, slo: dic
             errors[stream.error] += 1
             continue
         figures = generation_figures(Generation([[]], stream.t_send, times), 0)
+        if stream.server_tokens and stream.server_tokens > 1:
+            # The tokens the server generated, where it says how many: re-tokenizing the text is only an estimate
+            # (merges make it lower; a byte token cut from its character, re-encoded, higher).
+            figures["tpot_ms"] = (times[-1] - times[0]) / (stream.server_tokens - 1) * 1e3
         for name in PER_REQUEST:
             samples[name].append(figures[name])
         gaps.extend(b - a for a, b in zip(times, times[1:], strict=False))
-        tokens += len(times)
+        counted += len(times)
         chunks += len(stream.chunk_times)
-        server_tokens += stream.server_tokens or 0
+        tokens += stream.server_tokens or len(times)
         # An undefined tpot (one token) cannot break its limit.
         good += all(figures[name] is None or figures[name] <= limit for name, limit in slo.items()
                     if name in PER_REQUEST)
-    return {**samples, "itl_ms": [gap * 1e3 for gap in gaps], "tokens": tokens, "chunks": chunks,
-            "completed": len(streams) - sum(errors.values()), "errors": errors, "good": good, "seconds": seconds,
-            "server_tokens": server_tokens}
+    # tokens: the server's count of each request where it gave one, else ours; counted: ours (the stamped tokens).
+    return {**samples, "itl_ms": [gap * 1e3 for gap in gaps], "tokens": tokens, "counted_tokens": counted,
+            "chunks": chunks, "completed": len(streams) - sum(errors.values()), "errors": errors, "good": good,
+            "seconds": seconds}
 
 
 def meets_slo(window: dict, slo: dict) -> bool:
@@ -100,12 +105,12 @@ def _record(recorder: Recorder, window: dict, params: dict, slo: dict) -> None:
     for name in (*PER_REQUEST, "itl_ms"):
         extra = {"p99": percentile(window[name], 99)}
         if name == "itl_ms":
-            extra["chunks_per_token"] = window["chunks"] / window["tokens"] if window["tokens"] else None
+            counted = window["counted_tokens"]
+            extra["chunks_per_token"] = window["chunks"] / counted if counted else None
         recorder.figure(name, window[name], params, **extra)
     seconds = window["seconds"]
-    # The server's own count beside ours: re-tokenizing the text can merge tokens it generated apart.
     recorder.figure("output_tok_s", [window["tokens"] / seconds], params, tokens=window["tokens"], seconds=seconds,
-                    server_tokens=window["server_tokens"] or None)
+                    counted_tokens=window["counted_tokens"])
     recorder.figure("request_s", [window["completed"] / seconds], params)
     if slo:
         recorder.figure("goodput_req_s", [window["good"] / seconds], {**params, "slo": slo},

@@ -10,7 +10,7 @@ from harness.errors import ConfigError
 from harness.measure import energy, roofline
 from harness.measure.memory import MIB
 from harness.measure.recorder import Recorder
-from harness.measure.stats import RepetitionPolicy
+from harness.measure.stats import RepetitionPolicy, Series
 
 PROMPT_SEED = 1234
 
@@ -60,18 +60,21 @@ def measure_generation(
         return figures
 
     backend.reset_peak_memory()
-    runs = policy.run(once)
+    # Steady state and convergence are judged on decode speed, the figure a generation is mostly about (on the
+    # whole generation's time where a single output token leaves no decode).
+    watched = "decode_tok_s" if output_tokens > 1 else "e2e_latency_ms"
+    series = policy.run(once, watch=lambda run: run[watched])
     params = {"batch_size": batch_size, "prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
     if engine_step:
         params["engine_step"] = engine_step
     for name in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s"):
-        recorder.figure(name, [run[name] for run in runs], params)
+        recorder.figure(name, [run[name] for run in series.runs], params, series=series)
     kv_bytes = last[0].kv_cache_bytes
     if kv_bytes is not None:
         recorder.figure("kv_cache_mib", [kv_bytes / MIB], params)
-    _record_limits(backend, recorder, runs, params, kv_bytes)
+    _record_limits(backend, recorder, series, params, kv_bytes)
     if counter:
-        _record_energy(recorder, runs, params, idle_w)
+        _record_energy(recorder, series, params, idle_w)
     if "router_stats" in backend.capabilities:
         _record_expert_load(backend, recorder, prompts, output_tokens, params)
     for name, value in backend.memory().items():
@@ -83,9 +86,9 @@ def _output_tok_s(run: dict, params: dict) -> float:
     return params["batch_size"] * params["output_tokens"] / (run["e2e_latency_ms"] / 1e3)
 
 
-def _record_limits(backend: Backend, recorder: Recorder, runs: list[dict], params: dict, kv_bytes: int | None) -> None:
+def _record_limits(backend: Backend, recorder: Recorder, series: Series, params: dict, kv_bytes: int | None) -> None:
     """mbu for decode, mfu for prefill (each against the datasheet and the calibrated peak), and cost."""
-    shape, limits, batch = backend.model_shape(), recorder.limits, params["batch_size"]
+    shape, limits, batch, runs = backend.model_shape(), recorder.limits, params["batch_size"], series.runs
     kv_read = roofline.mean_kv_bytes_read_per_step(kv_bytes or 0, params["prompt_tokens"], params["output_tokens"])
     # No shape, no roofline: an engine whose weights live in its worker processes (vLLM) does not report one.
     for suffix, gbps, tflops in (("", limits.datasheet_gbps, limits.datasheet_tflops),
@@ -93,13 +96,14 @@ def _record_limits(backend: Backend, recorder: Recorder, runs: list[dict], param
         if gbps and kv_bytes is not None:
             decode = [run["decode_tok_s"] for run in runs if run["decode_tok_s"]]
             recorder.figure(f"mbu{suffix}", [roofline.mbu(shape, batch, kv_read, v, gbps) for v in decode],
-                            {**params, "peak_gbps": gbps})
+                            {**params, "peak_gbps": gbps}, series=series)
         if tflops:
             recorder.figure(f"mfu{suffix}", [roofline.mfu(shape, run["prefill_tok_s"], tflops) for run in runs],
-                            {**params, "peak_tflops": tflops, "active_params": shape.active_params})
+                            {**params, "peak_tflops": tflops, "active_params": shape.active_params}, series=series)
     if limits.price_usd_per_hour:
         recorder.figure("usd_per_mtok", [roofline.usd_per_mtok(limits.price_usd_per_hour, _output_tok_s(run, params))
-                                         for run in runs], {**params, "price_usd_per_hour": limits.price_usd_per_hour})
+                                         for run in runs], {**params, "price_usd_per_hour": limits.price_usd_per_hour},
+                        series=series)
 
 
 def _record_expert_load(backend: Backend, recorder: Recorder, prompts, output_tokens: int, params: dict) -> None:
@@ -115,13 +119,13 @@ def _record_expert_load(backend: Backend, recorder: Recorder, prompts, output_to
         recorder.figure("expert_imbalance", imbalance, params, value=max(imbalance), histograms=loads)
 
 
-def _record_energy(recorder: Recorder, runs: list[dict], params: dict, idle_w: float) -> None:
+def _record_energy(recorder: Recorder, series: Series, params: dict, idle_w: float) -> None:
     tokens = params["batch_size"] * params["output_tokens"]
-    joules = [run["energy_j"] for run in runs]
+    joules = [run["energy_j"] for run in series.runs]
     energy_params = {**params, "idle_w": idle_w, "energy_source": recorder.energy.source}
-    recorder.figure("energy_j", joules, energy_params)
-    recorder.figure("j_per_tok", [j / tokens for j in joules], energy_params)
-    recorder.figure("tok_per_j", [tokens / j for j in joules if j > 0], energy_params)
+    recorder.figure("energy_j", joules, energy_params, series=series)
+    recorder.figure("j_per_tok", [j / tokens for j in joules], energy_params, series=series)
+    recorder.figure("tok_per_j", [tokens / j for j in joules if j > 0], energy_params, series=series)
 
 
 # What a scenario that times `generate` says to a backend without it (a server), naming the scenario to use.

@@ -1,0 +1,106 @@
+"""Coverage of bench's 95% interval of a median, on a long series of real decode-speed samples.
+
+Measures `--samples` decode tok/s figures of one model back to back (tiny-dense on this CPU by default, each a
+greedy generation as `bench run` times it), or reads a series saved by an earlier run (`--series FILE`, one number
+a line). Then it draws windows from the series, as a run would have measured them, and counts how often the
+window's 95% interval holds the median of the whole series:
+- fixed windows of `--window` consecutive samples (every start), as the fixed protocol takes them;
+- sequential windows from every start: samples taken one by one until the policy's target (`--target-ci`) holds
+  or `--max-samples` are taken, with the policy's own steady-state drop, as `measure: {target_ci: ...}` takes them.
+The target coverage is 0.95; on a machine whose speed drifts, at least 0.90.
+
+    .venv/bin/python benchmarks/interval_coverage.py --samples 400 --window 10 --target-ci 0.05
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.measure.intervals import median_half_width, median_interval  # noqa: E402
+from harness.measure.stats import leading_outliers  # noqa: E402
+
+
+def measure_series(model: str, samples: int, prompt_tokens: int, output_tokens: int) -> list[float]:
+    from harness import zoo
+    from harness.backends.transformers import TransformersBackend
+    from harness.scenarios.speed import generation_figures, synthetic_prompts
+
+    backend = TransformersBackend()
+    backend.load(zoo.resolve(model, progress=False).path, "cpu", "fp32")
+    prompts = synthetic_prompts(backend.prompt_token_pool(), 1, prompt_tokens)
+    backend.generate(prompts, output_tokens)  # warm-up, as the policy's fixed count does
+    series = []
+    for i in range(samples):
+        series.append(generation_figures(backend.generate(prompts, output_tokens), prompt_tokens)["decode_tok_s"])
+        if (i + 1) % 50 == 0:
+            print(f"{i + 1} samples, median so far {statistics.median(series):.2f} tok/s", file=sys.stderr, flush=True)
+    return series
+
+
+def holds(window: list[float], truth: float) -> bool:
+    low, high = median_interval(window)
+    return low <= truth <= high
+
+
+def fixed_coverage(series: list[float], window: int, truth: float) -> tuple[float, int]:
+    starts = range(len(series) - window + 1)
+    return sum(holds(series[s:s + window], truth) for s in starts) / len(starts), len(starts)
+
+
+def sequential_windows(series: list[float], target: float, max_samples: int) -> list[tuple[list[float], bool]]:
+    """From every start: the kept samples when the policy stopped, and whether it stopped converged."""
+    windows = []
+    for start in range(len(series) - max_samples + 1):
+        for end in range(start + 1, start + max_samples + 1):
+            taken = series[start:end]
+            kept = taken[leading_outliers(taken):]
+            if len(kept) >= 6 and median_half_width(kept) <= target:
+                windows.append((kept, True))
+                break
+        else:
+            windows.append((kept, False))
+    return windows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-dense")
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--output-tokens", type=int, default=16)
+    parser.add_argument("--series", help="read the series from this file instead of measuring it")
+    parser.add_argument("--save", help="write the measured series to this file")
+    parser.add_argument("--window", type=int, action="append", help="fixed window length (repeatable) [6, 10, 20]")
+    parser.add_argument("--target-ci", type=float, default=0.05)
+    parser.add_argument("--max-samples", type=int, default=40)
+    args = parser.parse_args()
+    if args.series:
+        series = [float(line) for line in Path(args.series).read_text().split()]
+    else:
+        series = measure_series(args.model, args.samples, args.prompt_tokens, args.output_tokens)
+        if args.save:
+            Path(args.save).write_text("".join(f"{value!r}\n" for value in series))
+    truth = statistics.median(series)
+    quartiles = statistics.quantiles(series, n=4)
+    print(f"{len(series)} samples of decode tok/s: median {truth:.3f}, quartiles {quartiles[0]:.3f} / "
+          f"{quartiles[2]:.3f}, first tenth's median {statistics.median(series[:len(series) // 10]):.3f}, last "
+          f"tenth's {statistics.median(series[-(len(series) // 10):]):.3f}")
+    for window in args.window or [6, 10, 20]:
+        coverage, count = fixed_coverage(series, window, truth)
+        print(f"fixed windows of {window}: coverage {coverage:.3f} of {count} windows")
+    windows = sequential_windows(series, args.target_ci, args.max_samples)
+    converged = [kept for kept, done in windows if done]
+    coverage = sum(holds(kept, truth) for kept, _ in windows) / len(windows)
+    print(f"sequential, target +-{args.target_ci:.0%}, at most {args.max_samples} samples: {len(converged)} of "
+          f"{len(windows)} converged (median {statistics.median(map(len, converged)) if converged else '-'} "
+          f"samples); coverage {coverage:.3f}; of the converged ones "
+          f"{sum(holds(kept, truth) for kept in converged) / max(len(converged), 1):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
