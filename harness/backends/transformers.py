@@ -425,15 +425,12 @@ class TransformersBackend:
             experts_per_token=getattr(config, "num_experts_per_tok", 0) if num_experts else 0,
         )
 
-    def _gpus(self) -> list:
-        """The GPUs that hold the model: those of its device map (accelerate names GPUs by index), or the current."""
-        placed = getattr(self.model, "hf_device_map", None)
-        return sorted({d for d in placed.values() if isinstance(d, int)}) if placed else [None]
-
     def cuda_devices(self) -> list[int]:
+        """The GPUs that hold the model: those of its device map (accelerate names GPUs by index), or the current."""
         if self.device != "cuda":
             return []
-        return [torch.cuda.current_device() if gpu is None else gpu for gpu in self._gpus()]
+        placed = getattr(self.model, "hf_device_map", None)
+        return sorted({d for d in placed.values() if isinstance(d, int)}) if placed else [torch.cuda.current_device()]
 
     def reset_peak_memory(self) -> None:
         for gpu in self.cuda_devices():
@@ -462,11 +459,12 @@ class TransformersBackend:
 
     def memory(self) -> dict[str, float]:
         figures = {"weights_mib": self._weight_bytes() / MIB}
-        if self.device == "cuda":
+        gpus = self.cuda_devices()
+        if gpus:
             # Summed over the GPUs of a device map.
-            figures["peak_allocated_mib"] = sum(map(torch.cuda.max_memory_allocated, self.cuda_devices())) / MIB
-            figures["peak_reserved_mib"] = sum(map(torch.cuda.max_memory_reserved, self.cuda_devices())) / MIB
-            figures.update(device_memory(self.cuda_devices()))
+            figures["peak_allocated_mib"] = sum(map(torch.cuda.max_memory_allocated, gpus)) / MIB
+            figures["peak_reserved_mib"] = sum(map(torch.cuda.max_memory_reserved, gpus)) / MIB
+            figures.update(device_memory(gpus))
         return figures
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ def relative_half_width(value: float, low: float, high: float) -> float:
 def median_half_width(samples, level: float = LEVEL) -> float:
     """relative_half_width of the samples' median and its interval."""
     values = _finite(samples)
-    return relative_half_width(float(np.median(values)), *median_interval(samples, level)) if values.size else math.inf
+    return relative_half_width(float(np.median(values)), *_median_bounds(values, level)) if values.size else math.inf
 
 
 def _finite(samples) -> np.ndarray:
@@ -70,7 +70,11 @@ UNBOUNDED = (-math.inf, math.inf)
 
 
 def median_interval(samples, level: float = LEVEL) -> tuple[float, float]:
-    values = _finite(samples)
+    return _median_bounds(_finite(samples), level)
+
+
+def _median_bounds(values: np.ndarray, level: float) -> tuple[float, float]:
+    """median_interval of samples already made finite."""
     if values.size == 0:
         return UNBOUNDED
     found = stats.quantile_test(values, q=float(np.median(values)), p=0.5).confidence_interval(level)

@@ -117,11 +117,11 @@ class RepetitionPolicy:
         convergence are judged on."""
         for _ in range(self.warmup):
             measure_once()
-        results: list = []
+        results, values = [], []
         start = time.perf_counter()
         while True:
             results.append(measure_once())
-            values = [watch(result) for result in results]
+            values.append(watch(results[-1]))
             dropped = leading_outliers(values)
             stopped = self._stopped(values[dropped:], len(results), time.perf_counter() - start)
             if stopped:
