@@ -94,7 +94,8 @@ RunOut = Annotated[str | None, typer.Option("--out", metavar="DIR", help="run fo
 SUITE_FIELDS = {"model": "models", "backend": "backends", "device": "device", "dtype": "dtype",
                 "repetitions": "measure.repetitions", "warmup": "measure.warmup", "min_seconds": "measure.min_seconds",
                 "target_ci": "measure.target_ci", "max_seconds": "measure.max_seconds",
-                "cell_timeout": "cell_timeout_s", "memory_limit": "cell_memory_limit_mib", "find_max": "scenarios"}
+                "cell_timeout": "cell_timeout_s", "memory_limit": "cell_memory_limit_mib",
+                "isolate_cells": "isolate_cells", "find_max": "scenarios"}
 # What --resume takes from the run folder instead (its suite, as resolved when it started).
 SUITE_OPTIONS = ("suite", "profile", "force", *SUITE_FIELDS, "tasks_dir", "out")
 
@@ -165,6 +166,8 @@ def _cmd_run(
                                                "cells it did not complete, with its suite (no suite options)")] = None,
     memory_limit: Annotated[int | None, typer.Option(metavar="MIB", help="address-space limit of each cell's "
                                                      "worker: past it the cell fails as out of memory")] = None,
+    isolate_cells: Annotated[bool, typer.Option("--isolate-cells", help="load the model afresh in a new worker for "
+                                                "every cell (default: a model's cells share one worker)")] = False,
     find_max: Annotated[bool, typer.Option("--find-max", help="instead of the suite's scenarios, find the largest "
                                            "batch size and prompt length that fit")] = False,
     tasks_dir: Annotated[list[str] | None, typer.Option(

@@ -223,6 +223,8 @@ class SuiteSpec(Spec):
     measure: MeasureSpec = MeasureSpec()
     cell_timeout_s: PositiveNumber = 1800.0
     cell_memory_limit_mib: PositiveInt | None = None  # each cell worker's address-space limit; None: no limit
+    # A fresh worker (and model load) for every cell, instead of one per model shared by its cells in turn.
+    isolate_cells: Setting = False
     report_claims: Setting = False  # write claims.md / claims.csv (verdicts from this run's rows) when done
     # Models added on a given hardware profile (big profiles get big models), by profile name.
     profile_models: dict[str, Names] = {}

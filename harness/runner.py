@@ -1,6 +1,6 @@
 """Orchestrates a run: expands a suite into cells (model x backend x task x scenario), records the plan in the run
-folder, and has each cell measured in its own worker process (harness/worker.py) on the machine harness/machine.py
-resolves.
+folder, and has each cell measured in a worker process (harness/worker.py: a model's cells share one, which loads
+the model once) on the machine harness/machine.py resolves.
 
 A cell that raises, crashes, runs out of memory or overruns its timeout becomes a failed row, and the suite goes on.
 The parent process alone writes rows.jsonl: the worker sends each row over a pipe as soon as it is measured. When a
@@ -25,7 +25,7 @@ from harness.machine import Machine, resolve_machine
 from harness.results.schema import failed_row
 from harness.results.store import RowWriter, completed_cells, locked_run_dir, read_rows, write_yaml
 from harness.results.tables import summary_rows, write_summary_csv
-from harness.worker import measure_in_worker
+from harness.worker import Workers
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,20 @@ class Cell:
     trust_remote_code: bool = False  # only for a model named with --trust-remote-code
     allow_pickle: bool = False
     server: dict | None = None  # the OpenAI-compatible server of an `openai` cell (ServerPool.attach)
+    isolate: bool = False  # a worker of its own (the suite's isolate_cells)
 
     @property
     def cell_id(self) -> str:
         params = json.dumps(self.scenario.params, sort_keys=True)
         digest = hashlib.sha256(params.encode()).hexdigest()[:8]
         return f"{self.model}|{self.backend}|{self.scenario.task_and_version[0]}|{self.scenario.name}|{digest}"
+
+    @property
+    def load_key(self) -> str:
+        """Cells with equal keys load the same model in the same way, so one worker's loaded model serves them all."""
+        how = (self.model_path, self.backend, self.device, self.dtype, self.scenario.params.get("engine", {}),
+               self.server, self.trust_remote_code, self.allow_pickle, self.memory_limit_mib)
+        return json.dumps(how, sort_keys=True, default=str)
 
     def context(self, run_id: str, fingerprint: dict) -> dict:
         """The fields every row of this cell carries; the worker completes them with what the backend reports."""
@@ -123,7 +131,7 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str,
                     measure=suite.measure_of(scenario), timeout_s=suite.cell_timeout_s, machine=machine,
                     unavailable=problem,
                     memory_limit_mib=suite.cell_memory_limit_mib, trust_remote_code=model_name in trust_remote_code,
-                    allow_pickle=allow_pickle,
+                    allow_pickle=allow_pickle, isolate=suite.isolate_cells,
                 ))
     return cells
 
@@ -223,13 +231,13 @@ def _carry_out(suite: SuiteSpec, run_dir: Path, run_id: str, done: set[str] | No
 
 def _measure_cells(cells: list[Cell], done: set[str], run_dir: Path, run_id: str, fingerprint: dict, server,
                    options: RunOptions) -> None:
-    """Each cell not `done` in its own worker, its rows appended to rows.jsonl as they come, then recorded complete
+    """Each cell not `done` in a worker (Workers), its rows appended to rows.jsonl as they come, then recorded complete
     in cells.jsonl (what --resume trusts); a cell that cannot run or fails leaves a failed row saying why."""
     from harness.results.console import Progress
 
     writer, cells_log = RowWriter(run_dir / "rows.jsonl"), RowWriter(run_dir / "cells.jsonl")
     bar = Progress(len(cells), "cells", enabled=options.progress, done=len(done))
-    servers = ServerPool(server, run_dir / "logs")
+    servers, workers = ServerPool(server, run_dir / "logs"), Workers(options.online)
     try:
         for index, cell in enumerate(cells):
             if cell.cell_id in done:
@@ -238,14 +246,15 @@ def _measure_cells(cells: list[Cell], done: set[str], run_dir: Path, run_id: str
             context = cell.context(run_id, fingerprint)
             before = writer.written
             cell, problem = servers.attach(cell)
-            problem = problem or measure_in_worker(
-                cell, context, writer.write, run_dir / "logs" / f"cell-{index:03d}.log", options.online)
+            log = run_dir / "logs" / f"cell-{index:03d}.log"
+            problem = problem or workers.measure(cell, context, writer.write, log)
             if problem:
                 writer.write(failed_row(context, problem))
             cells_log.write({"cell_id": cell.cell_id, "status": "failed" if problem else "ok",
                              "rows": writer.written - before})
             bar.advance()
     finally:
+        workers.close()
         servers.close()
         bar.close()
         writer.close()

@@ -1,5 +1,7 @@
-"""A cell's worker process: it loads the cell's model, runs its scenario and sends each row to the parent as soon as it
-is measured. A cell that raises, crashes, runs out of memory or overruns its timeout ends as one line saying why."""
+"""Cell worker processes: a worker loads a model for its first cell and keeps it for the next cells of that model
+(loaded the same way), runs each cell's scenario and sends each row to the parent as soon as it is measured. A cell
+that raises, crashes, runs out of memory or overruns its timeout ends as one line saying why, and ends its worker:
+the next cell starts in a fresh one. A suite's `isolate_cells` gives every cell a worker of its own."""
 
 import ctypes
 import multiprocessing
@@ -9,11 +11,12 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BenchError
 from harness.measure.interconnect import bus_bandwidth_gbps
-from harness.measure.memory import is_out_of_memory
+from harness.measure.memory import can_reset_peak_rss, is_out_of_memory, peak_rss_mib, reset_peak_rss
 
 
 def quiet_worker_environment(online: bool) -> None:
@@ -26,41 +29,66 @@ def quiet_worker_environment(online: bool) -> None:
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def measure_cell(cell, context: dict, emit) -> None:
-    """Loads the cell's model, runs its scenario and emits its rows. Runs inside the worker process."""
-    from harness.backends import BACKENDS
+# Scenarios that leave the process changed: find_max lowers its address-space limit and fills memory to failure.
+OWN_WORKER_SCENARIOS = {"find_max"}
+
+
+def shares_worker(cell) -> bool:
+    """Whether the cell may run on a model that an earlier cell loaded: not where the suite isolates cells, nor for a
+    scenario that changes the process, nor where the resident-memory peak cannot be reset between cells."""
+    return not cell.isolate and cell.scenario.name not in OWN_WORKER_SCENARIOS and can_reset_peak_rss()
+
+
+@dataclass
+class LoadedModel:
+    """The backend a worker loaded for its first cell, and the resident-memory peak that the load reached."""
+
+    backend: object
+    load_peak_rss_mib: float
+    cells: int = 0
+
+    @classmethod
+    def load(cls, cell) -> "LoadedModel":
+        from harness.backends import BACKENDS
+
+        backend = BACKENDS.get(cell.backend)()
+        # The scenario's engine settings go to the backend as they are: each backend reads those it has.
+        engine = cell.scenario.params.get("engine", {})
+        options = {**engine, "trust_remote_code": cell.trust_remote_code, "allow_pickle": cell.allow_pickle}
+        if cell.server:
+            options["server"] = cell.server
+        backend.load(Path(cell.model_path), cell.device, engine.get("dtype", cell.dtype), options)
+        return cls(backend, peak_rss_mib())
+
+
+def measure_cell(loaded: LoadedModel, cell, context: dict, emit) -> None:
+    """Runs the cell's scenario on the loaded model and emits its rows. Runs inside the worker process."""
     from harness.measure.energy import open_counter
-    from harness.measure.memory import peak_rss_mib
     from harness.measure.recorder import Recorder
     from harness.measure.stats import RepetitionPolicy
     from harness.scenarios import SCENARIOS
 
-    backend = BACKENDS.get(cell.backend)()
-    # The scenario's engine settings go to the backend as they are: each backend reads those it has.
-    engine = cell.scenario.params.get("engine", {})
-    options = {**engine, "trust_remote_code": cell.trust_remote_code, "allow_pickle": cell.allow_pickle}
-    if cell.server:
-        options["server"] = cell.server
-    backend.load(Path(cell.model_path), cell.device, engine.get("dtype", cell.dtype), options)
+    backend = loaded.backend
     info = backend.info()
     counter, energy_source_or_reason = open_counter(info.device, backend.cuda_devices())
     context = {**context, "backend_version": info.backend_version, "device": info.device,
                "device_name": info.device_name, "dtype": info.dtype, "backend_info": info.extra,
                "energy_source": counter.source if counter else "none",
-               "energy_unavailable": None if counter else energy_source_or_reason}
+               "energy_unavailable": None if counter else energy_source_or_reason, "model_reused": loaded.cells > 0}
+    loaded.cells += 1
     policy = RepetitionPolicy(**cell.measure.model_dump())
     recorder = Recorder(context, policy, emit, cell.machine.limits, counter)
     _record_probe(recorder, cell.machine.probe)
+    if can_reset_peak_rss():
+        reset_peak_rss()
     SCENARIOS.get(cell.scenario.name)(backend, cell.scenario.params, recorder)
     shape = backend.model_shape()
-    backend_memory = backend.memory()
-    backend.close()
     if shape is None:  # the weights live in a server's process: this process's size says nothing about them
         return
     recorder.figure("total_params", [shape.total_params])
     recorder.figure("active_params", [shape.active_params])
-    recorder.figure("weights_mib", [backend_memory["weights_mib"]])
-    recorder.figure("peak_rss_mib", [peak_rss_mib()])
+    recorder.figure("weights_mib", [backend.memory()["weights_mib"]])
+    recorder.figure("peak_rss_mib", [max(loaded.load_peak_rss_mib, peak_rss_mib())])
 
 
 def _record_probe(recorder, probe) -> None:
@@ -94,55 +122,108 @@ def failure_message(exc: BaseException) -> str:
     return f"out of memory: {first}" if is_out_of_memory(exc) else first
 
 
-def _worker_main(cell, context: dict, conn, log_path: str, online: bool, parent_pid: int) -> None:
+def _worker_main(conn, online: bool, parent_pid: int, memory_limit_mib: int | None) -> None:
+    """Measures the cells the parent sends, one at a time, on the model loaded for the first, until it sends None.
+    A cell that fails ends the worker: whatever failed may have left the process harmed."""
     die_with_parent(parent_pid)
-    if cell.memory_limit_mib:  # the address space the cell may use: past it allocations fail, the machine lives
-        limit = cell.memory_limit_mib * 2**20
+    if memory_limit_mib:  # the address space the cell may use: past it allocations fail, the machine lives
+        limit = memory_limit_mib * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    # Everything the worker and its libraries print goes to the cell's log, keeping the console for the progress bar.
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
     quiet_worker_environment(online)
-    try:
-        measure_cell(cell, context, lambda row: conn.send(("row", row)))
-        conn.send(("done", None))
-    except BaseException as exc:  # noqa: B036 - any failure of the cell must reach the parent as a row
-        traceback.print_exc()
-        conn.send(("error", failure_message(exc)))
+    loaded = None
+    while (message := conn.recv()) is not None:
+        cell, context, log_path = message
+        # Everything the worker and its libraries print goes to the cell's log, keeping the console for the bar.
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        try:
+            loaded = loaded or LoadedModel.load(cell)
+            measure_cell(loaded, cell, context, lambda row: conn.send(("row", row)))
+            conn.send(("done", None))
+        except BaseException as exc:  # noqa: B036 - any failure of the cell must reach the parent as a row
+            traceback.print_exc()
+            conn.send(("error", failure_message(exc)))
+            return
+    if loaded:
+        loaded.backend.close()
 
 
-def measure_in_worker(cell, context: dict, on_row, log_path: Path, online: bool) -> str | None:
-    """Runs one cell in a fresh process; returns None on success or why it failed."""
-    mp = multiprocessing.get_context("spawn")
-    receive, send = mp.Pipe(duplex=False)
-    process = mp.Process(target=_worker_main, args=(cell, context, send, str(log_path), online, os.getpid()),
-                         daemon=True)
-    process.start()
-    send.close()
-    deadline = time.monotonic() + cell.timeout_s
-    try:
+class CellWorker:
+    """A worker process for the cells of one load key, given to it in turn; the first loads the model."""
+
+    def __init__(self, cell, online: bool):
+        self.load_key = cell.load_key
+        mp = multiprocessing.get_context("spawn")
+        self.conn, child = mp.Pipe()
+        # Not daemonic, so that an engine may start processes of its own (vLLM's ranks): die_with_parent and
+        # close() end it instead.
+        self.process = mp.Process(target=_worker_main, args=(child, online, os.getpid(), cell.memory_limit_mib))
+        self.process.start()
+        child.close()
+        self.idle = True  # no cell in hand: it may be asked to close
+
+    def serves(self, cell) -> bool:
+        return self.process.is_alive() and cell.load_key == self.load_key and shares_worker(cell)
+
+    def measure(self, cell, context: dict, on_row, log_path: Path) -> str | None:
+        """Has the cell measured, passing on each row; returns None on success or why it failed."""
+        self.conn.send((cell, context, str(log_path)))
+        self.idle = False
+        deadline = time.monotonic() + cell.timeout_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return f"timeout: the cell ran past its limit of {cell.timeout_s:g} s and was killed"
-            if not receive.poll(min(remaining, 0.5)):
+            if not self.conn.poll(min(remaining, 0.5)):
                 continue
             try:
-                kind, payload = receive.recv()
+                kind, payload = self.conn.recv()
             except EOFError:
-                process.join(timeout=10)
-                code = process.exitcode
+                self.process.join(timeout=10)
+                code = self.process.exitcode
                 how = f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit code {code}"
                 return f"worker died ({how}); see {log_path}"
             if kind == "row":
                 on_row(payload)
-            elif kind == "error":
-                return payload
             else:
-                return None
-    finally:
-        if process.is_alive():
-            process.kill()
-        process.join(timeout=10)
-        receive.close()
+                self.idle = payload is None
+                return payload  # None when done, else the error
+
+    def close(self) -> None:
+        """Ends the worker: asked to close its engine first where its last cell went well, else killed."""
+        if self.idle and self.process.is_alive():
+            self.conn.send(None)
+            self.process.join(timeout=CLOSE_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
+        self.conn.close()
+
+
+# An engine's shutdown (vLLM stops its engine process) that takes longer than this is cut short.
+CLOSE_TIMEOUT_S = 60
+
+
+class Workers:
+    """Hands each cell to a worker: the current one where it holds the cell's model loaded the same way, else a new
+    one. A cell that fails, or that must have a worker of its own, ends its worker."""
+
+    def __init__(self, online: bool):
+        self.online = online
+        self.current: CellWorker | None = None
+
+    def measure(self, cell, context: dict, on_row, log_path: Path) -> str | None:
+        if self.current and not self.current.serves(cell):
+            self.close()
+        self.current = self.current or CellWorker(cell, self.online)
+        problem = self.current.measure(cell, context, on_row, log_path)
+        if problem or not shares_worker(cell):
+            self.close()
+        return problem
+
+    def close(self) -> None:
+        if self.current:
+            self.current.close()
+            self.current = None

@@ -83,9 +83,12 @@ def test_a_command_group_without_its_action_names_the_actions(capsys):
     assert capsys.readouterr().err.splitlines()[1] == "hint: bench profiles takes one of: list, show, detect"
 
 
-def test_shell_completion(capsys):
-    assert main(["--show-completion", "bash"]) == 0
-    assert "_BENCH_COMPLETE=complete_bash" in capsys.readouterr().out
+def test_shell_completion():
+    # --show-completion is a flag: it prints the script of the shell it runs under, here bash, as a user's would
+    # (a second command keeps bash from exec'ing the first, which would leave no shell to detect).
+    command = f"{sys.executable} -m harness --show-completion; exit $?"
+    shown = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "_BENCH_COMPLETE=complete_bash" in shown.stdout, shown.stderr
     env = {**os.environ, "_BENCH_COMPLETE": "complete_bash", "COMP_WORDS": "bench run --device ", "COMP_CWORD": "3"}
     done = subprocess.run([sys.executable, "-m", "harness"], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["auto", "cuda", "mps", "cpu"]

@@ -4,6 +4,8 @@ interactive plots (hover, error bars, filters) and shows a model name that holds
 
 import csv
 import shutil
+import urllib.parse
+from pathlib import Path
 
 import pytest
 from conftest import HOSTILE_MODEL
@@ -130,11 +132,13 @@ def test_plots_are_interactive_and_follow_the_filters(page):
     assert _points(tab, 1) == 3 and problems == []
 
 
-def test_run_ids_link_to_their_run_folders(page):
+def test_run_ids_link_to_their_runs_summaries(page):
     tab, lines, _ = page
     links = tab.eval_on_selector_all("#leaderboard td a[href]", "as => as.map(a => [a.textContent, a.href])")
     assert sorted(run for run, _ in links) == sorted(run for line in lines for run in line["run_id"].split())
-    assert all(href.startswith("file://") and href.endswith("/") for _, href in links)
+    for _, href in links:
+        target = Path(urllib.parse.unquote(urllib.parse.urlparse(href).path))
+        assert target.name == "summary.csv" and target.is_file(), href
 
 
 def test_markup_in_a_model_name_is_shown_as_text(page):

@@ -50,7 +50,10 @@ def test_nightly_runs_each_profile_on_its_runner_and_compares():
     runs = " ".join(step.get("run", "") for step in bench["steps"])
     assert '--profile "${{ matrix.profile }}" --suite nightly' in runs and "bench compare" in runs
     publish = " ".join(step.get("run", "") + step.get("uses", "") for step in nightly["jobs"]["leaderboard"]["steps"])
-    assert "bench leaderboard build" in publish and "deploy-pages" in publish
+    assert "bench leaderboard build site/runs --out site" in publish and "deploy-pages" in publish
+    # The runs the page links to are published with it.
+    [upload] = [step for step in nightly["jobs"]["leaderboard"]["steps"] if "upload-pages" in step.get("uses", "")]
+    assert upload["with"]["path"] == "site" and "cp -r runs site/runs" in publish
 
 
 def test_ci_runs_exactly_the_readme_test_command_with_the_gpu_extra():

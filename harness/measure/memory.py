@@ -1,15 +1,19 @@
-"""Peak resident memory of this process (rss.v1), from the kernel's own high-water mark.
+"""Peak resident memory of this process (rss.v2), from the kernel's own high-water mark.
 
-Each cell runs in a fresh worker process, so the process's peak is the cell's peak. The kernel tracks it
-continuously: no sample can miss a spike, and reading it costs nothing while the model runs. (A sampling thread was
-tried first: on a 2-core CPU its polling slowed decoding by a quarter, which no harness may do to what it measures.)
+The kernel tracks it continuously: no sample can miss a spike, and reading it costs nothing while the model runs.
+(A sampling thread was tried first: on a 2-core CPU its polling slowed decoding by a quarter, which no harness may
+do to what it measures.) Where cells of one model share a worker, the mark is reset to the current resident size
+before each cell (Linux's /proc/self/clear_refs), and the cell's peak is the higher of the load's peak and its own.
 """
 
+import ctypes
+import gc
 import resource
 import sys
 from pathlib import Path
 
 MIB = 1024 * 1024
+CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def peak_rss_mib() -> float:
@@ -21,6 +25,21 @@ def peak_rss_mib() -> float:
                 return int(line.split()[1]) * 1024 / MIB
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / MIB if sys.platform == "darwin" else maxrss * 1024 / MIB  # bytes on macOS, KiB elsewhere
+
+
+def can_reset_peak_rss() -> bool:
+    return CLEAR_REFS.exists()
+
+
+def reset_peak_rss() -> None:
+    """Starts the high-water mark again from the current resident size ("5": reset the peak RSS, Linux 4.0+), once
+    what an earlier cell freed has gone back to the kernel (glibc keeps freed heap pages until malloc_trim)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except AttributeError:  # not glibc
+        pass
+    CLEAR_REFS.write_text("5")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -51,8 +51,10 @@ METRICS: dict[str, Metric] = {
     "decode_tok_s": _m("tok/s", "decode.v1", "higher", "batch x (n - 1) / (t_n - t_1) at a fixed n (EOS ignored): "
                        "output tokens per second after the first, summed over the batch", console="decode_tok/s",
                        leaderboard=1, optimum_benchmark="decode.throughput", llama_bench="tg t/s"),
-    "peak_rss_mib": _m("MiB", "rss.v1", "lower", "the kernel's high-water mark of the cell worker's resident set "
-                       "(VmHWM)", "exact", console="peak_rss_MiB", leaderboard=4,
+    "peak_rss_mib": _m("MiB", "rss.v2", "lower", "the kernel's high-water mark of the worker's resident set "
+                       "(VmHWM) over the model's load and the cell: in a worker that earlier cells of the model used, "
+                       "the load's mark and the cell's own (reset as it starts), whichever is higher", "exact",
+                       console="peak_rss_MiB", leaderboard=4,
                        optimum_benchmark="memory.max_ram"),
     "peak_allocated_mib": _m("MiB", "torchmem.v1", "lower", "torch.cuda / torch.mps peak allocated bytes, reset "
                              "before the phase", "exact", leaderboard=5,

@@ -153,7 +153,8 @@ def _gap(entry: dict, line: dict, group: dict | None) -> None:
 
 def build(loaded: frame.Loaded, out_dir: Path) -> list[Path]:
     """leaderboard-<profile>.csv per profile and index.html in `out_dir` from the rows merge.load_table read;
-    returns the files written. The page links each line's runs to their folders, relative to `out_dir`."""
+    returns the files written. The page links each line's runs to their summary.csv, relative to `out_dir` (so the
+    runs must be published with the page: the nightly builds it from runs copied under the site's folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = entries(loaded.table)
     for line in lines:
@@ -171,7 +172,8 @@ def build(loaded: frame.Loaded, out_dir: Path) -> list[Path]:
 
 
 def _relative(folder: Path, out_dir: Path) -> str:
-    return Path(os.path.relpath(folder.resolve(), out_dir.resolve())).as_posix() + "/"
+    """A run's summary.csv: a file, since a static host (GitHub Pages) lists no folder."""
+    return Path(os.path.relpath((folder / "summary.csv").resolve(), out_dir.resolve())).as_posix()
 
 
 # The columns the page can filter by, and the units it shows in human form (135M params, 657 MiB).
