@@ -13,6 +13,7 @@ then the median of the per-round ratios target / optimum (target: at most 0.5) a
 """
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -58,7 +59,7 @@ def main() -> int:
             half = median_half_width(series.runs)
             print(f"round {round_} {name:8s} {walls[name][-1]:6.1f} s, {series.taken:3d} repetitions, "
                   f"median {statistics.median(series.runs):7.2f} tok/s, half-width "
-                  f"{'none' if half is None else f'{half:.1%}'}, stopped: {series.stopped}", flush=True)
+                  f"{'unbounded' if math.isinf(half) else f'{half:.1%}'}, stopped: {series.stopped}", flush=True)
     for other in ("optimum", "fixed"):
         ratios = [t / o for t, o in zip(walls["target"], walls[other], strict=True)]
         print(f"wall time target / {other}: median of {len(ratios)} rounds {statistics.median(ratios):.3f} "
