@@ -3,6 +3,7 @@ names on that profile's runner, on each backend of its suite; its compare, merge
 rehearsed on real run folders laid out as its artifacts are."""
 
 import fnmatch
+import json
 import re
 import shlex
 import shutil
@@ -51,9 +52,10 @@ def test_nightly_runs_each_profile_on_its_runner_and_compares():
     assert '--profile "${{ matrix.profile }}" --suite nightly' in runs and "bench compare" in runs
     publish = " ".join(step.get("run", "") + step.get("uses", "") for step in nightly["jobs"]["leaderboard"]["steps"])
     assert "bench leaderboard build site/runs --out site" in publish and "deploy-pages" in publish
-    # The runs the page links to are published with it.
-    [upload] = [step for step in nightly["jobs"]["leaderboard"]["steps"] if "upload-pages" in step.get("uses", "")]
-    assert upload["with"]["path"] == "site" and "cp -r runs site/runs" in publish
+    # The runs the page links to are downloaded inside the folder published with it.
+    pages = nightly["jobs"]["leaderboard"]
+    published = Path(_with(pages, "actions/upload-pages-artifact")["path"])
+    assert Path(_with(pages, "actions/download-artifact")["path"]).is_relative_to(published)
 
 
 def test_ci_runs_exactly_the_readme_test_command_with_the_gpu_extra():
@@ -133,11 +135,17 @@ def test_nightly_compare_merge_and_leaderboard_commands_on_its_artifacts(result_
         outputs[argv[1]] = Path(argv[argv.index("--out") + 1])
     assert {line["run_id"] for line in _csv(outputs["merge"] / "summary.csv")} == run_ids
     assert (outputs["merge"] / "rows.parquet").exists()
-    board = outputs["leaderboard"]
-    assert (board / "index.html").exists() and board.resolve().is_relative_to(
-        Path(_with(pages, "actions/upload-pages-artifact")["path"]).resolve())
+    board, published = outputs["leaderboard"], Path(_with(pages, "actions/upload-pages-artifact")["path"])
+    assert (board / "index.html").exists() and board.resolve().is_relative_to(published.resolve())
     assert {run for file in board.glob("leaderboard-*.csv") for line in _csv(file)
             for run in line["run_id"].split()} == run_ids
+    # Every run the page links to is a file inside the published folder (no dead links on Pages).
+    links = [target for found in re.findall(r'"_links": (\{[^}]*\})', (board / "index.html").read_text())
+             for target in json.loads(found).values()]
+    assert len(links) >= len(run_ids)
+    for link in links:
+        target = (board / link).resolve()
+        assert target.is_file() and target.is_relative_to(published.resolve()), link
 
     profile = bench["strategy"]["matrix"]["profile"][0]
     monkeypatch.chdir(tmp_path / profile)

@@ -433,7 +433,12 @@ class TransformersBackend:
         return sorted({d for d in placed.values() if isinstance(d, int)}) if placed else [torch.cuda.current_device()]
 
     def reset_peak_memory(self) -> None:
-        for gpu in self.cuda_devices():
+        """Blocks that earlier phases (or cells, in a shared worker) left in torch's cache go back first, so that the
+        reserved peak and NVML's reading are this phase's own, as in a fresh process."""
+        gpus = self.cuda_devices()
+        if gpus:
+            torch.cuda.empty_cache()
+        for gpu in gpus:
             torch.cuda.reset_peak_memory_stats(gpu)
 
     def _weight_bytes(self) -> int:
