@@ -20,22 +20,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from time_to_figure import decode_timer  # noqa: E402 - beside this script
+
 from harness.measure.intervals import median_half_width, median_interval  # noqa: E402
 from harness.measure.stats import leading_outliers  # noqa: E402
 
 
 def measure_series(model: str, samples: int, prompt_tokens: int, output_tokens: int) -> list[float]:
-    from harness import zoo
-    from harness.backends.transformers import TransformersBackend
-    from harness.scenarios.speed import generation_figures, synthetic_prompts
-
-    backend = TransformersBackend()
-    backend.load(zoo.resolve(model, progress=False).path, "cpu", "fp32")
-    prompts = synthetic_prompts(backend.prompt_token_pool(), 1, prompt_tokens)
-    backend.generate(prompts, output_tokens)  # warm-up, as the policy's fixed count does
+    measure_once = decode_timer(model, prompt_tokens, output_tokens, dtype="fp32")
+    measure_once()  # warm-up, as the policy's fixed count does
     series = []
     for i in range(samples):
-        series.append(generation_figures(backend.generate(prompts, output_tokens), prompt_tokens)["decode_tok_s"])
+        series.append(measure_once())
         if (i + 1) % 50 == 0:
             print(f"{i + 1} samples, median so far {statistics.median(series):.2f} tok/s", file=sys.stderr, flush=True)
     return series

@@ -28,13 +28,14 @@ PROTOCOLS = {
 }
 
 
-def decode_timer(model: str, prompt_tokens: int, output_tokens: int):
+def decode_timer(model: str, prompt_tokens: int, output_tokens: int, dtype: str = "auto"):
+    """One decode tok/s figure per call: a greedy generation of `model` on the CPU, timed as `bench run` times it."""
     from harness import zoo
     from harness.backends.transformers import TransformersBackend
     from harness.scenarios.speed import generation_figures, synthetic_prompts
 
     backend = TransformersBackend()
-    backend.load(zoo.resolve(model, progress=False).path, "cpu", "auto")
+    backend.load(zoo.resolve(model, progress=False).path, "cpu", dtype)
     prompts = synthetic_prompts(backend.prompt_token_pool(), 1, prompt_tokens)
     return lambda: generation_figures(backend.generate(prompts, output_tokens), prompt_tokens)["decode_tok_s"]
 

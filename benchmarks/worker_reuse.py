@@ -45,20 +45,21 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=3600)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="worker-reuse-"))
-    ratios, peaks = [], {"shared": {}, "isolated": {}}
+    ratios, peaks = [], {}  # peaks: round 0's, per mode
     for round_ in range(args.rounds):
         walls = {}
         for mode in (("shared", "isolated") if round_ % 2 == 0 else ("isolated", "shared")):
             out = work / f"{mode}-{round_}"
             walls[mode] = timed_run(args, out, isolate=mode == "isolated")
-            peaks[mode].setdefault(round_, cell_peaks(out))
+            if round_ == 0:
+                peaks[mode] = cell_peaks(out)
         ratios.append(walls["shared"] / walls["isolated"])
         print(f"round {round_}: shared {walls['shared']:.1f} s, isolated {walls['isolated']:.1f} s, "
               f"ratio {ratios[-1]:.3f}", flush=True)
     print(f"wall time shared / isolated: median of {len(ratios)} rounds {statistics.median(ratios):.3f}")
     print("peak_rss_mib per cell (round 0): shared, isolated, ratio")
-    for cell, isolated in peaks["isolated"][0].items():
-        shared = peaks["shared"][0].get(cell)
+    for cell, isolated in peaks["isolated"].items():
+        shared = peaks["shared"].get(cell)
         print(f"  {cell}: {shared:.1f}, {isolated:.1f}, {shared / isolated:.3f}" if shared else f"  {cell}: missing")
     print(f"work folder {work}")
     return 0

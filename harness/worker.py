@@ -150,6 +150,10 @@ def _worker_main(conn, online: bool, parent_pid: int, memory_limit_mib: int | No
         loaded.backend.close()
 
 
+# An engine's shutdown (vLLM stops its engine process) that takes longer than this is cut short.
+CLOSE_TIMEOUT_S = 60
+
+
 class CellWorker:
     """A worker process for the cells of one load key, given to it in turn; the first loads the model."""
 
@@ -200,10 +204,6 @@ class CellWorker:
             self.process.kill()
         self.process.join(timeout=10)
         self.conn.close()
-
-
-# An engine's shutdown (vLLM stops its engine process) that takes longer than this is cut short.
-CLOSE_TIMEOUT_S = 60
 
 
 class Workers:

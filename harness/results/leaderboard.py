@@ -154,7 +154,7 @@ def _gap(entry: dict, line: dict, group: dict | None) -> None:
 def build(loaded: frame.Loaded, out_dir: Path) -> list[Path]:
     """leaderboard-<profile>.csv per profile and index.html in `out_dir` from the rows merge.load_table read;
     returns the files written. The page links each line's runs to their summary.csv, relative to `out_dir` (so the
-    runs must be published with the page: the nightly builds it from runs copied under the site's folder)."""
+    runs must be published with the page: the nightly downloads them into the site's folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = entries(loaded.table)
     for line in lines:
