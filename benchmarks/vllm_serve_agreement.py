@@ -96,7 +96,7 @@ def main() -> int:
     concurrencies = args.concurrency or [1, 4]
     model = str(zoo.resolve(args.model, progress=False).path)
     work = Path(tempfile.mkdtemp(prefix="vllm-agreement-"))
-    server = LocalServer("vllm", model, work / "server.log", dtype=args.dtype, python=args.vllm_python,
+    server = LocalServer("vllm", model, work / "server.log", dtype=args.dtype, program=args.vllm_python,
                          args=("--max-model-len", "2048", "--enforce-eager"))
     with server:
         backend = OpenAIBackend()

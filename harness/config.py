@@ -193,9 +193,10 @@ SCENARIO = TypeAdapter(ScenarioSpec)
 
 class ServerSpec(Spec):
     """The OpenAI-compatible server the `openai` backend talks to: {base_url, model_name} of a running one, or
-    {launch: transformers|vllm, python, args} to start one per model on 127.0.0.1 (harness/backends/server.py)."""
+    {launch: transformers|vllm|llama.cpp, python, args} to start one per model on 127.0.0.1
+    (harness/backends/server.py; for llama.cpp, `args` are llama-server's, after bench's own settings)."""
 
-    launch: Literal["transformers", "vllm"] | None = None
+    launch: Literal["transformers", "vllm", "llama.cpp"] | None = None
     base_url: Name | None = None
     model_name: Name | None = None
     python: Name | None = None

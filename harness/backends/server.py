@@ -1,4 +1,5 @@
-"""Starts an OpenAI-compatible server (vLLM or `transformers serve`) on 127.0.0.1 for one model, and stops it."""
+"""Starts an OpenAI-compatible server (vLLM, `transformers serve` or llama.cpp's llama-server) on 127.0.0.1 for one
+model, and stops it."""
 
 import dataclasses
 import os
@@ -13,9 +14,10 @@ from pathlib import Path
 from harness.backends.openai import http_get
 from harness.errors import BenchError, ConfigError, UnavailableError
 
-SERVER_KINDS = ("transformers", "vllm")
-# Backends that talk to a server rather than load weights themselves.
-SERVED_BACKENDS = ("openai",)
+SERVER_KINDS = ("transformers", "vllm", "llama.cpp")
+# Backends that talk to a server rather than load weights themselves, and the server each starts of its own
+# (None: the one the suite's `server:` section names).
+SERVED_BACKENDS = {"openai": None, "llamacpp": "llama.cpp"}
 # Both servers name dtypes as torch does.
 TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
 # vLLM on a CPU reserves most of the machine's RAM for its KV cache unless told otherwise (seen here: 20.6 of 23.5
@@ -35,16 +37,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def server_command(kind: str, model_path: str, port: int, python: str, device: str, dtype: str,
+def server_command(kind: str, model_path: str, port: int, program: str, device: str, dtype: str,
                    args: tuple[str, ...] = ()) -> list[str]:
+    """The command line that starts a server of `kind` on 127.0.0.1:`port`. `program`: the Python that runs
+    transformers or vLLM, or llama.cpp's llama-server; `model_path`: a model folder, or for llama.cpp a GGUF file."""
     if kind == "transformers":
-        command = [python, "-m", "transformers.cli.transformers", "serve", "--host", "127.0.0.1", "--port",
+        command = [program, "-m", "transformers.cli.transformers", "serve", "--host", "127.0.0.1", "--port",
                    str(port), "--dtype", TORCH_DTYPE_NAMES[dtype], model_path]
         if device != "auto":
             command[-1:-1] = ["--device", device]
     elif kind == "vllm":
-        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", "127.0.0.1",
+        command = [program, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", "127.0.0.1",
                    "--port", str(port), "--dtype", TORCH_DTYPE_NAMES[dtype]]
+    elif kind == "llama.cpp":
+        command = [program, "-m", model_path, "--host", "127.0.0.1", "--port", str(port), "--alias", model_path]
     else:
         raise ConfigError(f"unknown server kind {kind!r}; known: {', '.join(SERVER_KINDS)}")
     return [*command, *args]
@@ -53,14 +59,15 @@ def server_command(kind: str, model_path: str, port: int, python: str, device: s
 class LocalServer:
     """One server process in its own process group, its output in `log_path`; a context manager that stops it.
 
-    `python` is the interpreter that runs it: vLLM usually lives in a virtual environment of its own."""
+    `program` is the Python that runs it (vLLM usually lives in a virtual environment of its own; default: this
+    one), or llama.cpp's llama-server."""
 
     def __init__(self, kind: str, model_path: str, log_path: Path, device: str = "auto", dtype: str = "auto",
-                 python: str | None = None, args: tuple[str, ...] = (), start_timeout_s: float = 600.0):
+                 program: str | None = None, args: tuple[str, ...] = (), start_timeout_s: float = 600.0):
         self.kind, self.log_path, self.start_timeout_s = kind, Path(log_path), start_timeout_s
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.command = server_command(kind, model_path, self.port, python or sys.executable, device, dtype, args)
+        self.command = server_command(kind, model_path, self.port, program or sys.executable, device, dtype, args)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> str:
@@ -116,7 +123,8 @@ class ServerPool:
     def __init__(self, spec, logs: Path):  # spec: the suite's ServerSpec, or None
         self.spec, self.logs = spec, Path(logs)
         self.running: LocalServer | None = None
-        self.model_path: str | None = None
+        self.started_for: tuple[str, str] | None = None  # (server kind, model path) of the running or failed one
+        self.details: dict = {}
         self.failure: str | None = None
 
     def attach(self, cell):
@@ -129,29 +137,49 @@ class ServerPool:
             return cell, exc.message
 
     def _server(self, cell) -> dict:
-        spec = self.spec
-        if not spec:
+        spec, launch = self.spec, SERVED_BACKENDS[cell.backend]
+        if launch is None and not spec:
             raise ConfigError("the openai backend needs a server: a suite `server:` section (base_url, or launch)")
-        if spec.base_url:
+        if launch is None and spec.base_url:
             return spec.model_dump(include={"base_url", "model_name", "api_key"}, exclude_none=True)
-        if self.model_path != cell.model_path:
+        launch = launch or spec.launch
+        # The suite's settings for this kind of server (a llamacpp cell's are those of `launch: llama.cpp`).
+        own = spec if spec and spec.launch == launch else None
+        if self.started_for != (launch, cell.model_path):
             self.close()
-            self.model_path = cell.model_path
-            name = re.sub(r"[^\w.-]", "_", cell.model)
-            log = self.logs / f"server-{name}.log"
-            self.running = LocalServer(spec.launch, cell.model_path, log, cell.device, cell.dtype, spec.python,
-                                       spec.args, spec.start_timeout_s)
+            self.started_for = (launch, cell.model_path)
             try:
-                self.running.start()
+                self.running, self.details = self._start(launch, cell, own)
             except BenchError as exc:
                 self.failure = exc.message
         if self.failure:
             raise UnavailableError(self.failure)
-        # Both servers know the model by the path they were started with.
-        return {"base_url": self.running.base_url, "model_name": cell.model_path, "kind": spec.launch,
-                "device": cell.device, "device_name": cell.machine.probe.device_name}
+        return {"base_url": self.running.base_url, "kind": launch, "device": cell.device,
+                "device_name": cell.machine.probe.device_name, **self.details}
+
+    def _start(self, launch: str, cell, own) -> tuple[LocalServer, dict]:
+        """Starts the server for the cell's model; with what the cells' rows say of it (for llama.cpp: the GGUF and
+        the build that run)."""
+        name = re.sub(r"[^\w.-]", "_", cell.model)
+        log = self.logs / f"server-{name}-{launch}.log"
+        args, timeout = (own.args, own.start_timeout_s) if own else ((), 600.0)
+        if launch == "llama.cpp":
+            from harness import zoo
+            from harness.backends.llamacpp import find_build, gguf_facts, server_arguments
+
+            build, gguf = find_build(), zoo.gguf_file(cell.model, cell.model_path)
+            args, settings = server_arguments(args)
+            details = {"model_name": str(gguf), "version": build.build_id,
+                       "facts": {**gguf_facts(gguf), "build": build.build_id, **settings}}
+            server = LocalServer(launch, str(gguf), log, program=str(build.tool("llama-server")), args=tuple(args),
+                                 start_timeout_s=timeout)
+        else:  # both servers know the model by the path they were started with
+            details = {"model_name": cell.model_path}
+            server = LocalServer(launch, cell.model_path, log, cell.device, cell.dtype, own.python, args, timeout)
+        server.start()
+        return server, details
 
     def close(self) -> None:
         if self.running:
             self.running.stop()
-        self.running, self.model_path, self.failure = None, None, None
+        self.running, self.started_for, self.details, self.failure = None, None, {}, None

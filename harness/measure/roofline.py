@@ -18,6 +18,9 @@ class ModelShape:
     expert_params: int = 0
     num_experts: int = 0
     experts_per_token: int = 0
+    # KV-cache bytes one token of context takes, where the engine's cache layout is known without running it
+    # (llama.cpp's, from the GGUF); 0 where the engine reports its cache's bytes itself.
+    kv_bytes_per_token: int = 0
 
     @property
     def active_params(self) -> int:

@@ -14,6 +14,7 @@ from collections import Counter
 from harness.backends.base import Generation
 from harness.backends.openai import Stream, token_times
 from harness.errors import ConfigError
+from harness.measure import roofline
 from harness.measure.recorder import Recorder
 from harness.measure.stats import percentile
 from harness.scenarios.speed import generation_figures, synthetic_prompts
@@ -149,9 +150,25 @@ class _LoadPoints:
         streams, seconds = self.loop.run_until_complete(
             _window(self.backend, self.params, self.prompts, concurrency, offsets))
         window = window_figures(streams, seconds, self.backend.count_tokens, self.params["slo"])
-        _record(self.recorder, window, {**self.base, **load, **({"search": True} if search else {})},
-                self.params["slo"])
+        params = {**self.base, **load, **({"search": True} if search else {})}
+        _record(self.recorder, window, params, self.params["slo"])
+        if concurrency == 1 and self.params["prompts"] == "synthetic":
+            _record_roofline(self.backend, self.recorder, window, params)
         return window
+
+
+def _record_roofline(backend, recorder: Recorder, window: dict, params: dict) -> None:
+    """mbu of one request at a time (METRICS.md mbu.v1, decode steps/s = 1000 / tpot_ms), where the backend knows
+    the bytes its server reads per step (llama.cpp: the GGUF's tensors, and the KV cache from its layout)."""
+    shape = backend.model_shape()
+    if shape is None or not shape.kv_bytes_per_token:
+        return
+    prompt, output = params["prompt_tokens"], params["output_tokens"]
+    kv_read = roofline.mean_kv_bytes_read_per_step(shape.kv_bytes_per_token * (prompt + output - 1), prompt, output)
+    for name, gbps in (("mbu", recorder.limits.datasheet_gbps), ("mbu_calibrated", recorder.limits.calibrated_gbps)):
+        if gbps:
+            recorder.figure(name, [roofline.mbu(shape, 1, kv_read, 1000 / tpot, gbps) for tpot in window["tpot_ms"]
+                                   if tpot], {**params, "peak_gbps": gbps})
 
 
 def run_served(backend, params: dict, recorder: Recorder) -> None:

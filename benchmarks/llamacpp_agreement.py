@@ -1,0 +1,117 @@
+"""Agreement of bench's llama.cpp figures with llama-bench, llama.cpp's own tool, on the same GGUF and threads.
+
+Starts llama-server (built by .ci/llamacpp_env.sh) on a model's shipped GGUF, then alternates, round by round (the
+order flips each round: this machine's speed drifts), between
+- llama-bench: prefill as `pp` (-p P -n 0) and decode as `tg` at the same depth as bench's (-p 0 -n N -d P), with
+  its --repetitions; each figure is the median of its repetitions' tok/s;
+- bench: `--requests` streamed /v1/completions, one at a time, of P seeded synthetic prompt tokens (prompt cache
+  off) and N output tokens (EOS ignored); prefill tok/s = P / median TTFT, decode tok/s = 1000 / median TPOT.
+Prints each tool's median over rounds, the ratio bench / llama-bench, and the median of the per-round ratios with
+its 95% interval (--rounds 6 or more for one that holds 95%). Targets: decode within 5%, prefill within 10%.
+
+    sh .ci/llamacpp_env.sh
+    .venv/bin/python benchmarks/llamacpp_agreement.py --rounds 6
+
+bench's TTFT holds more than llama-bench's pp does: the HTTP exchange, the server's tokenization of the prompt
+and the first decode step, which is why prefill is held to 10% and not 5%.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness import zoo  # noqa: E402
+from harness.backends.llamacpp import LlamaCppBackend, find_build, gguf_facts, server_arguments  # noqa: E402
+from harness.backends.server import LocalServer  # noqa: E402
+from harness.config import scenario  # noqa: E402
+from harness.measure.intervals import median_interval  # noqa: E402
+from harness.measure.recorder import Recorder  # noqa: E402
+from harness.measure.stats import RepetitionPolicy  # noqa: E402
+from harness.scenarios.served import run_served  # noqa: E402
+
+FIGURES = ("prefill_tok_s", "decode_tok_s")
+TARGETS = {"prefill_tok_s": 0.10, "decode_tok_s": 0.05}
+
+
+def run_llama_bench(tool: Path, gguf: Path, args) -> dict:
+    """llama-bench's pp and tg medians, in tok/s."""
+    common = [str(tool), "-m", str(gguf), "-t", str(args.threads), "-r", str(args.repetitions), "-o", "json"]
+    figures = {}
+    for name, test in (("prefill_tok_s", ["-p", str(args.prompt_tokens), "-n", "0"]),
+                       ("decode_tok_s", ["-p", "0", "-n", str(args.output_tokens), "-d", str(args.prompt_tokens)])):
+        done = subprocess.run(common + test, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"llama-bench failed: {done.stderr[-2000:]}")
+        figures[name] = statistics.median(json.loads(done.stdout)[0]["samples_ts"])
+    return figures
+
+
+def run_bench(backend: LlamaCppBackend, args, round_index: int) -> dict:
+    rows = []
+    params = {**scenario("served").params, "concurrency": [1], "requests": args.repetitions,
+              "prompt_tokens": args.prompt_tokens, "output_tokens": args.output_tokens, "seed": args.seed + round_index}
+    run_served(backend, params, Recorder({}, RepetitionPolicy(warmup=1), rows.append))
+    by_metric = {r["metric"]: r for r in rows}
+    if by_metric["failed_requests"]["value"]:
+        sys.exit(f"bench: {by_metric['failed_requests']['stats']['errors']}")
+    return {"prefill_tok_s": args.prompt_tokens / (by_metric["ttft_ms"]["value"] / 1e3),
+            "decode_tok_s": 1e3 / by_metric["tpot_ms"]["value"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", help="a model whose GGUF bench ships [smollm2-135m]")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--output-tokens", type=int, default=64)
+    parser.add_argument("--repetitions", type=int, default=5, help="llama-bench's -r, and bench's requests [5]")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    model = zoo.resolve(args.model, progress=False)
+    gguf, build = zoo.gguf_file(args.model, str(model.path), progress=False), find_build()
+    work = Path(tempfile.mkdtemp(prefix="llamacpp-agreement-"))
+    command, settings = server_arguments(("-t", str(args.threads)))
+    facts = {**gguf_facts(gguf), "build": build.build_id, **settings}
+    with LocalServer("llama.cpp", str(gguf), work / "server.log", program=str(build.tool("llama-server")),
+                     args=tuple(command), start_timeout_s=120) as server:
+        backend = LlamaCppBackend()
+        backend.load(model.path, options={"server": {"base_url": server.base_url, "model_name": str(gguf),
+                                                     "kind": "llama.cpp", "facts": facts}})
+        print(f"llama.cpp {build.build_id}, {gguf.name} ({facts['quantization']}), {args.threads} threads; "
+              f"{args.prompt_tokens} prompt and {args.output_tokens} output tokens, {args.repetitions} repetitions "
+              f"a side; {args.rounds} rounds, interleaved", flush=True)
+        results = {"llama-bench": [], "bench": []}
+        for round_index in range(args.rounds):
+            for side in (("llama-bench", "bench") if round_index % 2 == 0 else ("bench", "llama-bench")):
+                results[side].append(run_llama_bench(build.tool("llama-bench"), gguf, args) if side == "llama-bench"
+                                     else run_bench(backend, args, round_index))
+            print(f"round {round_index + 1}: llama-bench {results['llama-bench'][-1]}, bench {results['bench'][-1]}",
+                  file=sys.stderr, flush=True)
+    report(results)
+    return 0
+
+
+def report(results: dict) -> None:
+    print(f"{'figure':<14} {'llama-bench':>11} {'bench':>9} {'bench/llama-bench':>17} "
+          f"{'paired ratio [95% interval]':>28} {'target':>7}")
+    for name in FIGURES:
+        ours, theirs = [r[name] for r in results["bench"]], [r[name] for r in results["llama-bench"]]
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        paired = [a / b for a, b in zip(ours, theirs, strict=True)]
+        low, high = median_interval(paired) if len(paired) >= 6 else (min(paired), max(paired))
+        verdict = "met" if abs(ratio - 1) <= TARGETS[name] else "missed"
+        print(f"{name:<14} {statistics.median(theirs):>11.1f} {statistics.median(ours):>9.1f} {ratio:>17.3f} "
+              f"{statistics.median(paired):>10.3f} [{low:.3f}, {high:.3f}] {verdict:>7} (within "
+              f"{TARGETS[name]:.0%})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
