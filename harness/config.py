@@ -86,16 +86,29 @@ class MeasureSpec(Spec):
     max_seconds: PositiveNumber = 60.0
 
 
+def known_backends(backends: tuple[str, ...]) -> tuple[str, ...]:
+    from harness.backends import BACKENDS
+
+    for i, backend in enumerate(backends):
+        if backend not in BACKENDS.names():
+            raise refuse(f"unknown backend {backend!r}", (i,), f"known: {', '.join(BACKENDS.names())}")
+    return backends
+
+
 class ScenarioBase(Spec):
-    """A scenario of a suite: its name, the suite's models it runs on (empty: all of them), its parameters."""
+    """A scenario of a suite: its name, the suite's models it runs on (empty: all of them), the backends it runs on
+    (empty: the suite's), its parameters."""
 
     unknown_field: ClassVar[str] = "unknown parameter of the scenario"
     models: Annotated[tuple[Name, ...], Field(default=())]
+    backends: Annotated[tuple[Name, ...], Field(default=())]
+
+    _known_backends = field_validator("backends")(classmethod(lambda cls, backends: known_backends(backends)))
 
     @property
     def params(self) -> dict:
         """The parameters, defaults filled in, as scenarios and rows take them (settings not given left out)."""
-        return self.model_dump(exclude={"name", "models"}, exclude_none=True)
+        return self.model_dump(exclude={"name", "models", "backends"}, exclude_none=True)
 
     @property
     def task_and_version(self) -> tuple[str, int]:
@@ -245,15 +258,7 @@ class SuiteSpec(Spec):
             info.context["tasks_dirs"] = (*info.context.get("tasks_dirs", ()), *folders)
         return data
 
-    @field_validator("backends")
-    @classmethod
-    def _known_backends(cls, backends: tuple[str, ...]) -> tuple[str, ...]:
-        from harness.backends import BACKENDS
-
-        for i, backend in enumerate(backends):
-            if backend not in BACKENDS.names():
-                raise refuse(f"unknown backend {backend!r}", (i,), f"known: {', '.join(BACKENDS.names())}")
-        return backends
+    _known_backends = field_validator("backends")(classmethod(lambda cls, backends: known_backends(backends)))
 
     @field_validator("profile_models")
     @classmethod

@@ -114,9 +114,13 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str,
     cells = []
     for model_name in suite.models:
         model = models[model_name]
-        for backend in suite.backends:
+        # The suite's backends, then any that only some scenarios name, each backend's cells together.
+        named = [backend for scenario in suite.scenarios for backend in scenario.backends]
+        for backend in dict.fromkeys([*suite.backends, *named]):
             for scenario in suite.scenarios:
                 if scenario.models and model_name not in scenario.models:
+                    continue
+                if backend not in (scenario.backends or suite.backends):
                     continue
                 problem = model.message if isinstance(model, BenchError) else None
                 if problem is None and scenario.name == "quality":

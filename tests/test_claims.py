@@ -111,6 +111,31 @@ def test_efficiency_counts_only_quality_preserving_settings():
     assert verdict("efficiency.algorithms", unknown).verdict == "not supported"
 
 
+def test_engines_are_their_own_axis_with_speed_weights_and_the_same_tasks_score():
+    rows = ladder(**{NAIVE: (10.0, 0.2, 60.0), "2 sdpa attention": (11.0, 0.3, 60.0)})
+    in_process = {**row("m", "decode_tok_s", timed(20.0, 1.0), batch_size=1, prompt_tokens=128, output_tokens=32),
+                  "backend": "transformers", "dtype": "bf16"}
+    served = {**row("m", "tpot_ms", timed(10.0, 0.5), scenario="served", concurrency=1, prompt_tokens=128,
+                    load="concurrency=1"), "backend": "llamacpp", "dtype": "q4_1"}
+    weights = [{**row("m", "weights_mib", [mib], cell_id=source["cell_id"]), "backend": source["backend"]}
+               for mib, source in ((256.0, in_process), (92.1, served))]
+    scores = [{**row("m", "exact_match", hits(right, 30), task="arithmetic", scenario="quality"), "backend": backend}
+              for right, backend in ((6, "transformers"), (5, "llamacpp"))]
+    result = verdict("efficiency.algorithms", rows + [in_process, served, *weights, *scores])
+    figures = result.figures
+    assert figures["engine[transformers bf16] decode_tok_s"].startswith("20.0 [")
+    # 1000 / tpot: the interval's bounds swap sides (the slowest token time gives the lowest speed).
+    low, high = (float(x) for x in figures["engine[llamacpp q4_1] decode_tok_s"].split("[")[1].rstrip("]").split(","))
+    assert figures["engine[llamacpp q4_1] decode_tok_s"].startswith("100.0 [") and low < 100.0 < high <= 1000 / 9.5
+    assert figures["engine[transformers bf16] weights_mib"] == 256.0 and figures["engine[llamacpp q4_1] weights_mib"] \
+        == 92.1
+    assert figures["engine[llamacpp q4_1] exact_match[arithmetic]"].startswith("0.167 [")
+    assert result.verdict == "not supported"  # the engines never count as a step of the ladder
+    without = verdict("efficiency.algorithms", rows + [in_process])
+    assert without.figures["engine[llamacpp]"] == "not in this run"
+    assert without.figures["engine[transformers bf16] exact_match[arithmetic]"] == "no row"
+
+
 def test_batching_is_its_own_axis_never_a_step():
     rows = ladder(**{NAIVE: (10.0, 0.2, 60.0), "2 sdpa attention": (11.0, 0.3, 60.0)})
     batched = row("m", "decode_tok_s", timed(160.0, 2.0), scenario="throughput", engine_step="8 batch 16",

@@ -77,14 +77,16 @@ scenarios:
   - {{name: quality, task: arithmetic, limit: 3}}
   - {{name: quality, task: perplexity}}
   - {{name: latency, prompt_tokens: 8, output_tokens: 4}}
-"""
+{extra}"""
 
 
 @pytest.mark.slow
 @needs_build
 def test_bench_run_starts_llama_server_on_the_shipped_gguf_and_stops_it(smollm2_gguf, tmp_path):
     suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE.format(server='server: {launch: llama.cpp, args: ["-t", "2"]}'))
+    # The same generation task on the in-process engine too: a backend only a scenario names runs that scenario alone.
+    suite.write_text(SUITE.format(server='server: {launch: llama.cpp, args: ["-t", "2"]}',
+                                  extra="  - {name: quality, task: arithmetic, limit: 3, backends: [transformers]}\n"))
     out = tmp_path / "run"
     assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 1  # two cells cannot run
     rows = read_rows(out / "rows.jsonl")
@@ -106,8 +108,13 @@ def test_bench_run_starts_llama_server_on_the_shipped_gguf_and_stops_it(smollm2_
     assert "peak_rss_mib" not in by_metric  # this process's memory is not the server's
     mbu = by_metric["mbu_calibrated"]
     assert mbu["params"]["load"] == "concurrency=1" and 0 < mbu["value"] <= 1
-    quality = {r["task"]: r for r in rows if r["scenario"] == "quality" and r["metric"] in ("exact_match", None)}
-    assert quality["arithmetic"]["status"] == "ok" and quality["arithmetic"]["stats"]["n"] == 3
+    quality = {(r["backend"], r["task"]): r for r in rows
+               if r["scenario"] == "quality" and r["metric"] in ("exact_match", None)}
+    assert set(quality) == {("llamacpp", "arithmetic"), ("llamacpp", "perplexity"), ("transformers", "arithmetic")}
+    for backend in ("llamacpp", "transformers"):
+        assert quality[backend, "arithmetic"]["status"] == "ok" and quality[backend, "arithmetic"]["stats"]["n"] == 3
+    assert quality["transformers", "arithmetic"]["dtype"] != "q4_1"
+    quality = {task: r for (backend, task), r in quality.items() if backend == "llamacpp"}
     assert quality["perplexity"]["status"] == "failed"
     assert "cannot score log-likelihoods" in quality["perplexity"]["error"]
     latency = next(r for r in rows if r["scenario"] == "latency" and r["status"] == "failed")
@@ -120,7 +127,8 @@ def test_bench_run_starts_llama_server_on_the_shipped_gguf_and_stops_it(smollm2_
 @needs_build
 def test_a_server_that_cannot_start_fails_its_cells_in_one_line(tmp_path):
     suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE.format(server='server: {launch: llama.cpp, args: ["--no-such-flag"], start_timeout_s: 60}'))
+    suite.write_text(SUITE.format(server='server: {launch: llama.cpp, args: ["--no-such-flag"], start_timeout_s: 60}',
+                                  extra=""))
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--suite", str(suite), "--out",
                            str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "Traceback" not in done.stderr

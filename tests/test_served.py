@@ -146,6 +146,7 @@ class Misbehaving(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, int]] = []
+    dropped: list[int] = []  # the client port of the one "drop" request answered by closing the connection
 
     def log_message(self, *args):
         pass
@@ -168,6 +169,10 @@ class Misbehaving(BaseHTTPRequestHandler):
     def do_POST(self):
         prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
         self.seen.append(("POST", self.client_address[1]))
+        if prompt == "drop" and not self.dropped:  # the first time: the connection closed, no response at all
+            self.dropped.append(self.client_address[1])
+            self.close_connection = True
+            return
         if prompt == "fail":
             body = b'{"error": "out of KV cache"}'
             self.send_response(500)
@@ -179,7 +184,7 @@ class Misbehaving(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        if prompt == "ok":
+        if prompt in ("ok", "drop"):
             for word in (" one", " two", " three"):
                 self.event(word)
                 time.sleep(0.02)
@@ -202,7 +207,7 @@ class Misbehaving(BaseHTTPRequestHandler):
         elif prompt == "error":
             self.chunk('data: {"error": {"message": "engine died"}}\n\n')
         self.chunk("")  # the last chunk: the body ends (the connection may stay)
-        self.close_connection = prompt not in ("ok", "multi", "usage")
+        self.close_connection = prompt not in ("ok", "multi", "usage", "drop")
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +250,15 @@ def test_the_servers_own_token_count_makes_throughput_and_tpot_where_it_gives_on
     assert window["tokens"] == 6 and window["counted_tokens"] == 4
     assert window["tpot_ms"] == [pytest.approx((times[-1] - times[0]) / 5 * 1e3)]  # 6 tokens: 5 gaps
     assert window["itl_ms"].count(0.0) == 2  # gaps between the stamped tokens, as before
+
+
+def test_a_request_the_server_drops_before_answering_is_sent_once_more_on_a_new_connection(broken_backend):
+    Misbehaving.seen.clear()
+    Misbehaving.dropped.clear()
+    streams, _ = asyncio.run(_window(broken_backend, served_params(), ["drop"], 1, [0.0]))
+    assert streams[0].error is None and "".join(streams[0].chunk_texts) == " one two three"
+    sent = [port for method, port in Misbehaving.seen if method == "POST"]
+    assert len(sent) == 2 and sent[0] == Misbehaving.dropped[0] != sent[1]
 
 
 def test_a_window_sends_through_a_pool_of_its_concurrency_opened_before_it(broken_backend):

@@ -42,6 +42,7 @@ class Stream:
     t_end: float | None = None
     error: str | None = None
     server_tokens: int | None = None  # completion_tokens of the usage the server reported, if it did
+    server_timings: dict | None = None  # the server's own timings of the request, where it sends them (llama.cpp)
 
 
 def token_times(stream: Stream, count_tokens) -> list[float]:
@@ -87,8 +88,17 @@ async def stream_request(client: httpx.AsyncClient, endpoint: str, body: dict, t
 
 
 async def _exchange(client: httpx.AsyncClient, request: httpx.Request, endpoint: str, stream: Stream) -> None:
-    stream.t_send = time.perf_counter()
-    response = await client.send(request, stream=True)
+    """Sends the request, stamping the send; a request that a server disconnects before any response (a keep-alive
+    connection it closed as the request went out: llama-server's close after 5 s idle, say) is sent once more, on a
+    new connection, and timed from that send."""
+    for attempt in range(2):
+        stream.t_send = time.perf_counter()
+        try:
+            response = await client.send(request, stream=True)
+            break
+        except httpx.RemoteProtocolError:
+            if attempt:
+                raise
     try:
         if response.status_code != 200:
             text = (await response.aread()).decode(errors="replace")
@@ -134,6 +144,8 @@ def _take_event(line: bytes, endpoint: str, stream: Stream, arrived: float) -> s
         return "error"
     if event.get("usage"):
         stream.server_tokens = event["usage"].get("completion_tokens")
+    if event.get("timings"):
+        stream.server_timings = event["timings"]
     text, finish = _chunk_text(event, endpoint)
     if text:
         stream.chunk_times.append(arrived)

@@ -18,7 +18,7 @@ CLAIMS_FILE = Path(__file__).resolve().parent.parent.parent / "tasks" / "claims.
 # Each rule and the parameters its claim entry must give.
 RULES = {
     "efficiency_steps": (rules.efficiency_steps, {"scenario", "batch_size", "baseline", "settings", "quality_task",
-                                                  "max_perplexity_ratio", "min_speedup", "batching"}),
+                                                  "max_perplexity_ratio", "min_speedup", "batching", "engines"}),
     "moe_speed_memory": (rules.moe_speed_memory, {"scenario", "where", "weights_tolerance", "min_position",
                                                   "families"}),
     "gap_months": (gap.gap_months, {"reference", "months", "groups", "reproductions", "max_halfwidth_points"}),

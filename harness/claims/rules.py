@@ -30,6 +30,7 @@ def efficiency_steps(claim: Claim, rows: list[dict]) -> Verdict:
                round(base_quality["value"], 2)}
     counted, measured = _quality_preserving_speedups(p, rows, model, base, base_quality["value"], figures)
     figures.update(_batching_axis(rows, p["batching"], model, base))
+    figures.update(_engine_axis(rows, p["engines"], model))
     if not counted:
         if not measured:
             return Verdict(claim, "skipped", f"no setting other than the baseline was measured on {model}", figures)
@@ -80,6 +81,35 @@ def _batching_axis(rows: list[dict], batching: dict, model: str, base: Interval)
             f"{row['value']:.1f} ({row['value'] / base.value:.2f}x one stream's, summed over {batch} sequences)")
         if tpot:
             figures[f"batching[b{batch}] tpot_ms per sequence"] = round(tpot["value"], 2)
+    return figures
+
+
+def _engine_axis(rows: list[dict], engines: dict, model: str) -> dict:
+    """The same model on each engine at the precision it runs (transformers' default dtype, llama.cpp's shipped
+    quantisation): per-stream decode speed, weight bytes and the same task's score, beside the ladder and never a
+    step of it. Decode is the latency scenario's at batch 1 in process, 1000 / tpot_ms of one request at a time
+    through a server; an engine this run did not measure says so."""
+    figures = {}
+    for backend, how in engines["backends"].items():
+        if how["scenario"] == "served":
+            tpot = find(rows, "tpot_ms", model=model, backend=backend, scenario="served",
+                        where={"concurrency": 1, "prompt_tokens": how["prompt_tokens"]})
+            decode = ratio(Interval(1000.0, 1000.0, 1000.0, "exact"), interval(tpot)) if tpot else None
+            speed_row = tpot
+        else:
+            speed_row = find(rows, "decode_tok_s", model=model, backend=backend, scenario=how["scenario"],
+                             where={"batch_size": 1, "prompt_tokens": how["prompt_tokens"]})
+            decode = interval(speed_row) if speed_row else None
+        if decode is None:
+            figures[f"engine[{backend}]"] = "not in this run"
+            continue
+        label = f"engine[{backend} {speed_row['dtype']}]"
+        figures[f"{label} decode_tok_s"] = decode.text(1)
+        weights = find(rows, "weights_mib", model=model, backend=backend, cell_id=speed_row["cell_id"])
+        figures[f"{label} weights_mib"] = round(weights["value"], 1) if weights else "no row"
+        score = find(rows, engines["quality_metric"], model=model, backend=backend, task=engines["quality_task"])
+        figures[f"{label} {engines['quality_metric']}[{engines['quality_task']}]"] = (
+            interval(score).text(3) if score else "no row")
     return figures
 
 
