@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness import zoo  # noqa: E402
-from harness.backends.llamacpp import LlamaCppBackend, find_build, gguf_facts, server_arguments  # noqa: E402
-from harness.backends.server import LocalServer  # noqa: E402
+from harness.backends.llamacpp import SETTINGS, LlamaCppBackend, find_build, llama_server  # noqa: E402
 from harness.config import scenario  # noqa: E402
 from harness.measure.intervals import median_interval  # noqa: E402
 from harness.scenarios.served import _window, build_prompts, window_figures  # noqa: E402
@@ -84,19 +83,18 @@ def main() -> int:
                              "defaults)")
     args = parser.parse_args()
     model = zoo.resolve(args.model, progress=False)
-    gguf, build = zoo.gguf_file(args.model, str(model.path), progress=False), find_build()
+    gguf = zoo.gguf_file(args.model, str(model.path), progress=False)
     work = Path(tempfile.mkdtemp(prefix="llamacpp-agreement-"))
     # One slot and a context as small as llama-bench's (prompt + output, rounded up to llama.cpp's 256-cell KV
     # padding): bench's default of 4 slots sharing 4096 cells decodes 6-13% slower here (benchmarks/README.md).
     context = -(-(args.prompt_tokens + args.output_tokens) // 256) * 256
-    command, settings = server_arguments(("-t", str(args.threads), "-np", "1", "-c", str(context),
-                                          *args.server_args.split()))
-    facts = {**gguf_facts(gguf), "build": build.build_id, **settings}
-    with LocalServer("llama.cpp", str(gguf), work / "server.log", program=str(build.tool("llama-server")),
-                     args=tuple(command), start_timeout_s=120) as server:
+    server, details = llama_server(gguf, work / "server.log", ("-t", str(args.threads), "-np", "1", "-c",
+                                                               str(context), *args.server_args.split()), 120)
+    facts, build = details["facts"], find_build()
+    settings = {name: facts[name] for name in SETTINGS}
+    with server:
         backend = LlamaCppBackend()
-        backend.load(model.path, options={"server": {"base_url": server.base_url, "model_name": str(gguf),
-                                                     "kind": "llama.cpp", "facts": facts}})
+        backend.load(model.path, options={"server": {"base_url": server.base_url, **details}})
         print(f"llama.cpp {build.build_id}, {gguf.name} ({facts['quantization']}), server settings {settings}; "
               f"{args.prompt_tokens} prompt and {args.output_tokens} output tokens, {args.repetitions} repetitions "
               f"a side; {args.rounds} rounds, interleaved", flush=True)
@@ -106,9 +104,9 @@ def main() -> int:
                 if side == "llama-bench":
                     results[side].append(run_llama_bench(build.tool("llama-bench"), gguf, args))
                 else:
-                    ours, server = run_bench(backend, args, round_index)
+                    ours, servers_own = run_bench(backend, args, round_index)
                     results["bench"].append(ours)
-                    results["llama-server"].append(server)
+                    results["llama-server"].append(servers_own)
             print(f"round {round_index + 1}: " + ", ".join(f"{side} {figures[-1]}" for side, figures in
                                                            results.items()), file=sys.stderr, flush=True)
     report(results)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Discriminator, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Discriminator, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from harness.errors import ConfigError, UnknownNameError
 from harness.hardware import DEVICES, DTYPES
@@ -95,15 +95,16 @@ def known_backends(backends: tuple[str, ...]) -> tuple[str, ...]:
     return backends
 
 
+KnownBackends = AfterValidator(known_backends)  # a suite's or a scenario's backends: names of the registry
+
+
 class ScenarioBase(Spec):
     """A scenario of a suite: its name, the suite's models it runs on (empty: all of them), the backends it runs on
     (empty: the suite's), its parameters."""
 
     unknown_field: ClassVar[str] = "unknown parameter of the scenario"
     models: Annotated[tuple[Name, ...], Field(default=())]
-    backends: Annotated[tuple[Name, ...], Field(default=())]
-
-    _known_backends = field_validator("backends")(classmethod(lambda cls, backends: known_backends(backends)))
+    backends: Annotated[tuple[Name, ...], KnownBackends, Field(default=())]
 
     @property
     def params(self) -> dict:
@@ -228,7 +229,7 @@ class SuiteSpec(Spec):
     name: Name
     description: Text = ""
     models: Names
-    backends: Names = ("transformers",)
+    backends: Annotated[Names, KnownBackends] = ("transformers",)
     # Folders of the suite's own task files (relative to the suite file), looked up by name like shipped tasks.
     tasks_dirs: tuple[Name, ...] = ()
     scenarios: Annotated[tuple[ScenarioSpec, ...], Field(min_length=1)]
@@ -257,8 +258,6 @@ class SuiteSpec(Spec):
             data = {**data, "tasks_dirs": folders}
             info.context["tasks_dirs"] = (*info.context.get("tasks_dirs", ()), *folders)
         return data
-
-    _known_backends = field_validator("backends")(classmethod(lambda cls, backends: known_backends(backends)))
 
     @field_validator("profile_models")
     @classmethod

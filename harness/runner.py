@@ -112,11 +112,11 @@ def prepare_data(suite: SuiteSpec, online: bool = False) -> dict[str, str]:
 def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str, str], machine: "Machine",
            trust_remote_code: tuple[str, ...] = (), allow_pickle: bool = False) -> list[Cell]:
     cells = []
+    # The suite's backends, then any that only some scenarios name, each backend's cells together.
+    backends = dict.fromkeys([*suite.backends, *(b for scenario in suite.scenarios for b in scenario.backends)])
     for model_name in suite.models:
         model = models[model_name]
-        # The suite's backends, then any that only some scenarios name, each backend's cells together.
-        named = [backend for scenario in suite.scenarios for backend in scenario.backends]
-        for backend in dict.fromkeys([*suite.backends, *named]):
+        for backend in backends:
             for scenario in suite.scenarios:
                 if scenario.models and model_name not in scenario.models:
                     continue

@@ -13,9 +13,8 @@ from harness.backends.llamacpp import find_build, gguf_facts, server_arguments
 from harness.backends.openai import http_get
 from harness.cli import main
 from harness.errors import BenchError
+from harness.measure.memory import MIB
 from harness.results.store import read_rows
-
-MIB = 2**20
 
 
 def _build_or_reason() -> str | None:

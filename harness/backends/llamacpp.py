@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.backends.openai import OpenAIBackend
+from harness.backends.server import LocalServer
 from harness.errors import UnavailableError
+from harness.measure.memory import MIB
 from harness.measure.roofline import ModelShape
 
-MIB = 2**20
 # The settings bench passes unless a suite's `server: {args}` says otherwise, and the flags that set them: rows
 # record the values in force (the last one given wins, as in llama.cpp's own parsing).
 SETTINGS = {"threads": ("-t", "--threads"), "ctx_size": ("-c", "--ctx-size"), "batch_size": ("-b", "--batch-size"),
@@ -77,12 +78,10 @@ def gguf_facts(path: Path) -> dict:
     file_type = value("general.file_type")
     tensors = {t.name: (int(t.n_elements), int(t.n_bytes)) for t in reader.tensors}
     lookup = tensors["token_embd.weight"] if "output.weight" in tensors and "token_embd.weight" in tensors else (0, 0)
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
     return {"quantization": LlamaFileType(file_type).name.removeprefix("MOSTLY_").lower() if file_type is not None
-            else "unknown", "gguf_sha256": digest.hexdigest(), "gguf_file": path.name, "architecture": arch,
+            else "unknown", "gguf_sha256": sha256, "gguf_file": path.name, "architecture": arch,
             "params": sum(n for n, _ in tensors.values()), "weight_bytes": sum(b for _, b in tensors.values()),
             "lookup_params": lookup[0], "lookup_bytes": lookup[1],
             "kv_bytes_per_token": 2 * value(f"{arch}.block_count") * kv_heads * head_dim * 2}
@@ -98,6 +97,19 @@ def server_arguments(args: tuple[str, ...]) -> tuple[list[str], dict]:
         given = [command[i + 1] for i, arg in enumerate(command[:-1]) if arg in flags]
         in_force[name] = int(given[-1])
     return command, in_force
+
+
+def llama_server(gguf: Path, log_path: Path, args: tuple[str, ...] = (), start_timeout_s: float = 600.0
+                 ) -> tuple[LocalServer, dict]:
+    """llama-server on `gguf` with bench's settings and `args` after them, not started yet; and what the backend is
+    told of it (the `server` option's model_name, kind and version, and the facts its rows carry)."""
+    build = find_build()
+    command, settings = server_arguments(args)
+    details = {"model_name": str(gguf), "kind": "llama.cpp", "version": build.build_id,
+               "facts": {**gguf_facts(gguf), "build": build.build_id, **settings}}
+    server = LocalServer("llama.cpp", str(gguf), log_path, program=str(build.tool("llama-server")),
+                         args=tuple(command), start_timeout_s=start_timeout_s)
+    return server, details
 
 
 class LlamaCppBackend(OpenAIBackend):

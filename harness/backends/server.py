@@ -165,14 +165,9 @@ class ServerPool:
         args, timeout = (own.args, own.start_timeout_s) if own else ((), 600.0)
         if launch == "llama.cpp":
             from harness import zoo
-            from harness.backends.llamacpp import find_build, gguf_facts, server_arguments
+            from harness.backends.llamacpp import llama_server
 
-            build, gguf = find_build(), zoo.gguf_file(cell.model, cell.model_path)
-            args, settings = server_arguments(args)
-            details = {"model_name": str(gguf), "version": build.build_id,
-                       "facts": {**gguf_facts(gguf), "build": build.build_id, **settings}}
-            server = LocalServer(launch, str(gguf), log, program=str(build.tool("llama-server")), args=tuple(args),
-                                 start_timeout_s=timeout)
+            server, details = llama_server(zoo.gguf_file(cell.model, cell.model_path), log, args, timeout)
         else:  # both servers know the model by the path they were started with
             details = {"model_name": cell.model_path}
             server = LocalServer(launch, cell.model_path, log, cell.device, cell.dtype, own.python, args, timeout)
