@@ -32,7 +32,7 @@ from harness import zoo  # noqa: E402
 from harness.backends.llamacpp import SETTINGS, LlamaCppBackend, find_build, llama_server  # noqa: E402
 from harness.config import scenario  # noqa: E402
 from harness.measure.intervals import median_interval  # noqa: E402
-from harness.scenarios.served import _window, build_prompts, window_figures  # noqa: E402
+from harness.scenarios.served import PromptSource, _window, window_figures  # noqa: E402
 
 FIGURES = ("prefill_tok_s", "decode_tok_s")
 TARGETS = {"prefill_tok_s": 0.10, "decode_tok_s": 0.05}
@@ -54,11 +54,11 @@ def run_llama_bench(tool: Path, gguf: Path, args) -> dict:
 def run_bench(backend: LlamaCppBackend, args, round_index: int) -> tuple[dict, dict]:
     """bench's figures of one window, as the served scenario computes them, and llama-server's own (the medians of
     the `timings` it sends with each response: prompt_per_second, predicted_per_second)."""
-    params = {**scenario("served").params, "requests": args.repetitions + 1, "prompt_tokens": args.prompt_tokens,
-              "output_tokens": args.output_tokens, "seed": args.seed + round_index}
-    warmup, *prompts = build_prompts(backend, params)
-    asyncio.run(_window(backend, params, [warmup], 1, [0.0]))
-    streams, seconds = asyncio.run(_window(backend, params, prompts, 1, [0.0] * len(prompts)))
+    params = {**scenario("served").params, "prompt_tokens": args.prompt_tokens, "output_tokens": args.output_tokens,
+              "seed": args.seed}
+    warmup, *prompts = PromptSource(backend, params, salt=round_index).take(args.repetitions + 1)
+    asyncio.run(_window(backend, params, [warmup], 1, [0.0], prefix_cache="off"))
+    streams, seconds = asyncio.run(_window(backend, params, prompts, 1, [0.0] * len(prompts), prefix_cache="off"))
     window = window_figures(streams, seconds, backend.count_tokens, {})
     if window["errors"]:
         sys.exit(f"bench: {dict(window['errors'])}")

@@ -31,7 +31,7 @@ from harness.backends.openai import OpenAIBackend  # noqa: E402
 from harness.backends.server import LocalServer  # noqa: E402
 from harness.measure.intervals import median_interval  # noqa: E402
 from harness.results.store import read_rows  # noqa: E402
-from harness.scenarios.served import build_prompts  # noqa: E402
+from harness.scenarios.served import PromptSource  # noqa: E402
 
 VLLM_BENCH = """
 import sys
@@ -97,15 +97,15 @@ def main() -> int:
     model = str(zoo.resolve(args.model, progress=False).path)
     work = Path(tempfile.mkdtemp(prefix="vllm-agreement-"))
     server = LocalServer("vllm", model, work / "server.log", dtype=args.dtype, program=args.vllm_python,
-                         args=("--max-model-len", "2048", "--enforce-eager"))
+                         args=("--max-model-len", "2048", "--enforce-eager",
+                               "--no-enable-prefix-caching"))  # every round sends the same prompts to both tools
     with server:
         backend = OpenAIBackend()
         backend.load(Path(model), options={"server": {"base_url": server.base_url, "model_name": model}})
-        params = {"requests": args.requests + args.warmup, "prompts": "synthetic", "prompt_tokens": args.prompt_tokens,
-                  "seed": args.seed}
+        params = {"prompts": "synthetic", "prompt_tokens": args.prompt_tokens, "seed": args.seed}
         # bench sends its warm-up requests first, then the timed ones, from one seeded list; vLLM takes its
         # warm-ups from the same file, so it too times prompts it has not seen warm.
-        prompts = build_prompts(backend, params)
+        prompts = PromptSource(backend, params, salt=0).take(args.requests + args.warmup)
         prompts_file = work / "prompts.jsonl"
         prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts[args.warmup:]))
         print(f"vLLM {backend.version} at {server.base_url}; {args.requests} requests of {args.prompt_tokens} "

@@ -337,7 +337,10 @@ SERVE_OPTIONS = {f"scenarios.0.{field}": f"--{option}" for field, option in (
     ("output_tokens", "output-tokens"), ("requests", "requests"), ("concurrency", "concurrency"), ("rates", "rate"),
     ("burstiness", "burstiness"), ("slo.ttft_ms", "slo-ttft-ms"), ("slo.tpot_ms", "slo-tpot-ms"),
     ("slo.e2e_latency_ms", "slo-e2e-ms"), ("slo.percentile", "slo-percentile"), ("search_rates", "search-rates"),
-    ("timeout_s", "timeout"), ("seed", "seed"))} | {
+    ("timeout_s", "timeout"), ("seed", "seed"), ("prompt_salt", "prompt-salt"),
+    ("shared_prefix.tokens", "shared-prefix-tokens"), ("shared_prefix.share", "shared-prefix-share"),
+    ("prefix_cache", "prefix-cache"), ("trace", "trace"), ("time_scale", "time-scale"),
+    ("block_tokens", "block-tokens"), ("metrics_interval_s", "metrics-interval"))} | {
     "measure.warmup": "--warmup", "server.base_url": "--base-url", "server.model_name": "--model"}
 
 
@@ -348,7 +351,11 @@ SERVE_OPTIONS = {f"scenarios.0.{field}": f"--{option}" for field, option in (
            "Poisson-like arrivals at two rates, burstier than Poisson"),
           ("bench serve-bench --base-url URL --model M --slo-ttft-ms 500 --slo-tpot-ms 50 --search-rates 0.5 16",
            "the highest rate that meets the SLOs"),
-          ("bench serve-bench --base-url URL --model M --prompts mmlu", "a quality task's prompts"))
+          ("bench serve-bench --base-url URL --model M --prompts mmlu", "a quality task's prompts"),
+          ("bench serve-bench --base-url URL --model M --prompt-tokens 256 --shared-prefix-tokens 192 "
+           "--prefix-cache on --prefix-cache off", "a shared system prompt, prefix cache on and off"),
+          ("bench serve-bench --base-url URL --model M --trace mooncake_sample --time-scale 2",
+           "the shipped trace's arrivals, twice as fast"))
 def _cmd_serve_bench(
     ctx: typer.Context,
     base_url: Annotated[str, typer.Option(help="the server, e.g. http://127.0.0.1:8000")],
@@ -374,6 +381,21 @@ def _cmd_serve_bench(
         metavar="LOW HIGH", help="bisect for the highest rate that meets the SLOs")] = None,
     timeout: Annotated[float, typer.Option(metavar="S", help="per-request timeout in seconds")] = 120.0,
     seed: Annotated[int, typer.Option(help="seed of the prompts and the arrival gaps")] = 1234,
+    prompt_salt: Annotated[int | None, typer.Option(metavar="N", help="send a run's prompts again (its rows' "
+                                                    "prompt_salt)", show_default="new each run")] = None,
+    shared_prefix_tokens: Annotated[int | None, typer.Option(metavar="S", help="a system prompt of S tokens "
+                                                             "shared by requests")] = None,
+    shared_prefix_share: Annotated[float | None, typer.Option(metavar="R", help="share of requests with it",
+                                                              show_default="1")] = None,
+    prefix_cache: Annotated[list[str] | None, typer.Option(metavar="on|off", help="the server's prefix cache "
+                                                           "(repeat to sweep)", show_default="on")] = None,
+    trace: Annotated[str | None, typer.Option(metavar="FILE|NAME", help="replay a Mooncake-style JSONL trace "
+                                              "(or a shipped one: mooncake_sample)")] = None,
+    time_scale: Annotated[float, typer.Option(metavar="K", help="replay the trace K times as fast")] = 1.0,
+    block_tokens: Annotated[int | None, typer.Option(metavar="B", help="tokens per hash_id of the trace",
+                                                     show_default="the trace's: 512")] = None,
+    metrics_interval: Annotated[float, typer.Option(metavar="S", help="seconds between reads of the server's "
+                                                    "/metrics")] = 1.0,
     warmup: Annotated[int, typer.Option(metavar="N", help="untimed requests first")] = 1,
     out: RunOut = None,
     no_progress: NoProgress = False,
@@ -395,15 +417,28 @@ def _served_suite(given: dict):
                                               ("e2e_latency_ms", "slo_e2e_ms"), ("percentile", "slo_percentile"))
            if given[name] is not None}
     scenario = {"name": "served", **{key: given[key] for key in ("endpoint", "prompts", "prompt_tokens",
-                                                                 "output_tokens", "requests", "burstiness", "seed")},
+                                                                 "output_tokens", "requests", "burstiness", "seed",
+                                                                 "time_scale")},
                 "concurrency": list(given["concurrency"] or [1]), "rates": list(given["rate"] or []), "slo": slo,
-                "search_rates": list(given["search_rates"] or []), "timeout_s": given["timeout"]}
+                "search_rates": list(given["search_rates"] or []), "timeout_s": given["timeout"],
+                "prefix_cache": list(given["prefix_cache"] or ["on"]), "metrics_interval_s": given["metrics_interval"],
+                **{key: given[key] for key in ("prompt_salt", "trace", "block_tokens") if given[key] is not None}}
+    if shared := _shared_prefix(given["shared_prefix_tokens"], given["shared_prefix_share"]):
+        scenario["shared_prefix"] = shared
     suite = {"name": "serve-bench", "description": f"served load against {given['base_url']}",
              "models": [given["tokenizer"] or given["model"]], "backends": ["openai"], "scenarios": [scenario],
              "measure": {"warmup": given["warmup"]},
              "server": {"base_url": given["base_url"], "model_name": given["model"]}}
     options = {**SERVE_OPTIONS, "models": "--tokenizer" if given["tokenizer"] else "--model"}
     return suite_from_data(suite, origin="serve-bench", options=options)
+
+
+def _shared_prefix(tokens: int | None, share: float | None) -> dict | None:
+    from harness.errors import ConfigError
+
+    if tokens is None and share is not None:
+        raise ConfigError("--shared-prefix-share: needs --shared-prefix-tokens (the shared system prompt's length)")
+    return None if tokens is None else {"tokens": tokens, **({"share": share} if share is not None else {})}
 
 
 @_command(app, "merge", "Rows of many run folders as one table: rows and summary, as CSV and Parquet.",

@@ -168,10 +168,26 @@ class FindMax(ScenarioBase):
     engine: EngineSettings = EngineSettings()
 
 
+class SharedPrefix(Spec):
+    """The first `tokens` of a synthetic prompt are the run's one system prompt for a `share` of the requests."""
+
+    tokens: PositiveInt
+    share: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+def _trace_reference(value: str, info: ValidationInfo) -> str:
+    """A trace file's path (relative to the suite), or the name of a shipped trace (tasks/traces/NAME.jsonl)."""
+    from harness.scenarios.trace import find_trace
+
+    return find_trace(value, (info.context or {}).get("base"))
+
+
 class Served(ScenarioBase):
-    """Served load (an OpenAI-compatible server): prompts "synthetic" (seeded, prompt_tokens long) or a task's; a
-    sweep over concurrency, or over Poisson/gamma arrival rates (req/s) when `rates` is given; with `slo` goodput,
-    and with search_rates [low, high] a bisection for the highest rate that meets the SLOs."""
+    """Served load (an OpenAI-compatible server): prompts "synthetic" (seeded, prompt_tokens long, none sent twice in
+    a run; with `shared_prefix`, a system prompt shared by some) or a task's; a sweep over concurrency, or over
+    Poisson/gamma arrival rates (req/s) when `rates` is given, or a trace's arrivals replayed (`trace`, sped up by
+    `time_scale`); each under every `prefix_cache` setting; with `slo` goodput, and with search_rates [low, high] a
+    bisection for the highest rate that meets the SLOs. The server's /metrics is read every metrics_interval_s."""
 
     name: Literal["served"]
     endpoint: Literal["completions", "chat"] = "completions"
@@ -187,16 +203,43 @@ class Served(ScenarioBase):
     search_steps: PositiveInt = 4
     timeout_s: PositiveNumber = 120.0
     seed: Count = 1234
+    prompt_salt: Count | None = None  # None: a new one each run (recorded in the rows)
+    shared_prefix: SharedPrefix | None = None
+    prefix_cache: Annotated[list[Literal["on", "off"]], Field(min_length=1)] = ["on"]
+    metrics_interval_s: PositiveNumber = 1.0
+    trace: Name | None = None
+    time_scale: PositiveNumber = 1.0
+    block_tokens: PositiveInt | None = None  # prompt tokens per hash_id: the trace's (Mooncake's 512)
 
     @field_validator("prompts")
     @classmethod
     def _prompts(cls, value: str, info: ValidationInfo) -> str:
         return value if value == "synthetic" else _task_reference(value, info)
 
+    @field_validator("prefix_cache", mode="before")
+    @classmethod
+    def _on_off(cls, value):
+        """YAML reads a bare on and off as true and false: they mean the same here."""
+        return [{True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v for v in value] \
+            if isinstance(value, list) else value
+
+    @field_validator("trace")
+    @classmethod
+    def _trace(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value and _trace_reference(value, info)
+
     @model_validator(mode="after")
     def _search(self):
         if self.search_rates and (len(self.search_rates) != 2 or not self.slo.model_dump(exclude_none=True)):
             raise refuse("must be [low, high] req/s, with an `slo` to search for", ("search_rates",))
+        if self.shared_prefix and self.shared_prefix.tokens >= self.prompt_tokens:
+            raise refuse(f"must be fewer than prompt_tokens ({self.prompt_tokens})", ("shared_prefix", "tokens"))
+        for name in ("shared_prefix", "trace"):
+            if getattr(self, name) and self.prompts != "synthetic":
+                raise refuse("needs synthetic prompts", (name,), f"not prompts: {self.prompts}")
+        if self.trace and (self.rates or self.search_rates or self.shared_prefix):
+            raise refuse("replays the trace's own arrivals and prompts: no rates, search_rates or shared_prefix "
+                         "with it", ("trace",))
         return self
 
 

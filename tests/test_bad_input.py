@@ -252,12 +252,14 @@ RUN_FAULTY = {"suite": st.sampled_from(["nope", "missing.yaml"]), "model": names
 SERVE_NUMBERS = {"prompt-tokens": counts(1), "output-tokens": counts(1), "requests": counts(1),
                  "concurrency": counts(1), "seed": counts(0), "warmup": counts(0), "rate": amounts(),
                  "burstiness": amounts(), "slo-ttft-ms": amounts(), "slo-tpot-ms": amounts(), "slo-e2e-ms": amounts(),
-                 "slo-percentile": amounts(100), "timeout": amounts()}
+                 "slo-percentile": amounts(100), "timeout": amounts(), "prompt-salt": counts(0),
+                 "time-scale": amounts(), "block-tokens": counts(1), "metrics-interval": amounts()}
 SERVE_VALID = {"base-url": st.just("http://127.0.0.1:9"), "model": st.just("m"),
                "endpoint": st.sampled_from(["chat", "completions"]), "prompts": st.sampled_from(["synthetic", "mmlu"]),
                "no-progress": st.none(), **{name: forms[0] for name, forms in SERVE_NUMBERS.items()}}
 SERVE_FAULTY = {"base-url": st.just(""), "model": st.just(""), "endpoint": st.sampled_from(["grpc", ""]),
-                "prompts": st.sampled_from(["nope", ""]),
+                "prompts": st.sampled_from(["nope", ""]), "prefix-cache": st.sampled_from(["maybe", ""]),
+                "trace": st.sampled_from(["nope", "missing.jsonl"]),
                 "search-rates": st.tuples(st.sampled_from(["0", "-1", "x"]), st.sampled_from(["1", "nan"])),
                 **{name: forms[1] for name, forms in SERVE_NUMBERS.items()}}
 

@@ -140,6 +140,38 @@ def test_serve_bench_repeatable_options_sweep(started):
     assert started[0]["suite"].models == ("m",) and started[0]["suite"].server.base_url == "http://h:1"
 
 
+def test_serve_bench_options_make_the_workloads(started, capsys):
+    assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", "--prompt-tokens", "64",
+                 "--shared-prefix-tokens", "48", "--shared-prefix-share", "0.5", "--prefix-cache", "on",
+                 "--prefix-cache", "off", "--prompt-salt", "7", "--metrics-interval", "0.25"]) == 2
+    [scenario] = started[0]["suite"].scenarios
+    assert (scenario.shared_prefix.tokens, scenario.shared_prefix.share) == (48, 0.5)
+    assert (scenario.prefix_cache, scenario.prompt_salt, scenario.metrics_interval_s) == (["on", "off"], 7, 0.25)
+    started.clear()
+    assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", "--trace", "mooncake_sample",
+                 "--time-scale", "2"]) == 2
+    [scenario] = started[0]["suite"].scenarios
+    assert scenario.trace.endswith("tasks/traces/mooncake_sample.jsonl") and scenario.time_scale == 2.0
+    for share, says in (("0.5", "needs --shared-prefix-tokens"), ("1.5", "needs --shared-prefix-tokens")):
+        assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", "--shared-prefix-share", share]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", "--shared-prefix-tokens", "8",
+                 "--shared-prefix-share", "1.5"]) == 2
+    assert "--shared-prefix-share: " in capsys.readouterr().err
+
+
+def test_a_suite_s_bare_on_and_off_are_the_prefix_cache_settings(tmp_path):
+    from harness.config import load_suite
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nmodels: [tiny-dense]\nbackends: [openai]\nserver: {base_url: 'http://h:1'}\n"
+                     "scenarios:\n  - {name: served, prefix_cache: [on, off]}\n")
+    assert load_suite(str(suite)).scenarios[0].prefix_cache == ["on", "off"]
+    suite.write_text(suite.read_text().replace("[on, off]", "[on, maybe]"))
+    with pytest.raises(ConfigError, match="prefix_cache.1: must be one of on, off"):
+        load_suite(str(suite))
+
+
 @pytest.mark.parametrize("name", SUITE_OPTIONS)
 def test_resume_refuses_each_suite_option(name, capsys):
     option = next(p for p in LEAVES["bench run"].params if p.name == name)

@@ -8,6 +8,7 @@ import statistics
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from conftest import by_load
@@ -16,12 +17,21 @@ from harness.backends.openai import OpenAIBackend, http_get, token_times
 from harness.backends.server import LocalServer
 from harness.cli import main
 from harness.config import scenario
-from harness.errors import UnavailableError
+from harness.errors import ConfigError, UnavailableError
 from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
 from harness.quality import tasks
 from harness.results.store import read_rows
-from harness.scenarios.served import _window, arrival_offsets, meets_slo, run_served, window_figures
+from harness.scenarios.served import (
+    PromptSource,
+    _window,
+    arrival_offsets,
+    meets_slo,
+    run_served,
+    usage_figures,
+    window_figures,
+)
+from harness.scenarios.trace import block_tokens, find_trace, load_trace, seeded_trace
 
 pytestmark = pytest.mark.slow
 OUTPUT_TOKENS = 4
@@ -350,3 +360,66 @@ def test_quality_through_a_server_that_gives_no_prompt_log_probabilities(backend
     with pytest.raises(UnavailableError, match="cannot score log-likelihoods") as refused:
         backend.loglikelihood([("The capital of France is", " Paris")])
     assert "\n" not in refused.value.message
+
+
+def test_no_prompt_is_sent_twice_in_a_run_and_a_new_run_draws_new_ones(broken_backend):
+    params = served_params(prompt_tokens=24)
+    source = PromptSource(broken_backend, params, salt=1)
+    first, second = source.take(5), source.take(5)
+    assert len(set(first + second)) == 10  # the warm-up's, then each window's own
+    assert PromptSource(broken_backend, params, salt=1).take(10) == first + second  # prompt_salt repeats a run
+    assert not set(PromptSource(broken_backend, params, salt=2).take(10)) & set(first + second)
+    assert broken_backend.count_tokens(first) == [24] * 5
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5, 0.0])
+def test_a_shared_prefix_heads_its_share_of_the_prompts(broken_backend, share):
+    params = served_params(prompt_tokens=40, shared_prefix={"tokens": 32, "share": share})
+    source = PromptSource(broken_backend, params, salt=3)
+    prompts = source.take(8)
+    system = broken_backend.tokenizer.decode(source.system)
+    # Re-tokenizing the joined ids may merge across the boundary: all of the system prompt but its last characters.
+    heads = [p.startswith(system[:-8]) for p in prompts]
+    assert sum(heads) == 8 * share and (share != 0.5 or heads == [False, True] * 4)
+    assert broken_backend.count_tokens(prompts) == [40] * 8
+
+
+def test_usage_counts_beside_bench_s_say_which_requests_disagree(broken_backend):
+    streams, seconds = asyncio.run(_window(broken_backend, served_params(), ["usage", "ok"], None, [0.0, 0.0]))
+    window_figures(streams, seconds, broken_backend.count_tokens, {})
+    # "usage": the server says 6 output tokens of a text bench counts as 4; "ok" reports no usage, so it is left out.
+    mismatched, differences = usage_figures(streams, [1, 1])["output"]
+    assert mismatched == [1] and differences == [2]
+    assert usage_figures(streams, [1, 1])["prompt"] == ([], [])
+
+
+def test_a_trace_replays_on_its_schedule_scaled(broken_backend):
+    requests = load_trace(find_trace("mooncake_sample"), 16)[:8]
+    for scale in (4.0, 8.0):
+        offsets = [r.timestamp / 1e3 / scale for r in requests]
+        streams, _ = asyncio.run(_window(broken_backend, served_params(), ["ok"] * 8, None, offsets))
+        sent = [s.t_send - streams[0].t_send for s in streams]
+        assert sent == pytest.approx(offsets, abs=0.05)
+        window = window_figures(streams, 1.0, broken_backend.count_tokens, {})
+        assert len(window["schedule_lag_ms"]) == 8 and max(window["schedule_lag_ms"]) < 50
+    assert offsets[-1] > 0.2  # the trace's span, scaled, is long enough for the check to tell the scales apart
+
+
+def test_the_shipped_trace_is_the_seeded_generator_s():
+    shipped = Path(find_trace("mooncake_sample")).read_text().splitlines()
+    assert [json.loads(line) for line in shipped] == seeded_trace()
+    assert block_tokens(find_trace("mooncake_sample"), None) == 16 and block_tokens("/x/other.jsonl", None) == 512
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("{not json", "not JSON"),
+    ('{"timestamp": 0, "input_length": 0, "output_length": 4}', "input_length"),
+    ('{"timestamp": -1, "input_length": 8, "output_length": 4}', "timestamp"),
+    ('{"timestamp": 0, "input_length": 40, "output_length": 4, "hash_ids": [1, 2]}', "2 hash_ids do not make"),
+])
+def test_a_bad_trace_line_is_one_error_naming_its_line(tmp_path, line, says):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 8, "output_length": 4, "extra": "ignored"}\n' + line + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_trace(str(trace), 16)
+    assert f"{trace}:2" in caught.value.message and says in caught.value.message

@@ -164,3 +164,36 @@ scenarios:
     expected = smollm2_backend.generate_text(sums.contexts, sums.task.max_new_tokens, list(sums.task.stop))
     assert quality["exact_match"]["stats"]["completions"] == expected and any(expected)
     assert http_get(info["base_url"], "/health", timeout_s=2)[0] == 0  # stopped with the suite
+
+
+def test_a_served_vllm_reports_prefix_cache_hits_and_its_gauges_from_its_metrics(smollm2, tmp_path):
+    """A system prompt of 64 of the 96 prompt tokens, shared by every request (the warm-up's too): vLLM's /metrics
+    counts its cached blocks (whole blocks: 32 tokens here, not the CPU backend's default 128, which a 64-token
+    prefix would never fill) with the prefix cache on, none with a cache_salt of each request's own."""
+    suite = tmp_path / "prefix-vllm.yaml"
+    args = ["--enforce-eager", "--max-model-len", "512", "--block-size", "32"]
+    suite.write_text(f"""name: prefix-vllm
+models: ["{smollm2.path}"]
+backends: [openai]
+dtype: fp32
+server: {{launch: vllm, python: "{VLLM_PYTHON}", args: {json.dumps(args)}, start_timeout_s: 600}}
+scenarios:
+  - {{name: served, requests: 4, prompt_tokens: 96, output_tokens: 4, concurrency: [2], metrics_interval_s: 0.2,
+      shared_prefix: {{tokens: 64, share: 1.0}}, prefix_cache: [on, off]}}
+""")
+    out = tmp_path / "run"
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    figures = {}
+    for row in read_rows(out / "rows.jsonl"):
+        if "load" in row["params"]:
+            figures.setdefault(row["params"]["prefix_cache"], {})[row["metric"]] = row
+    on, off = figures["on"]["prefix_cache_hit_rate"], figures["off"]["prefix_cache_hit_rate"]
+    assert on["stats"]["source"] == off["stats"]["source"] == "/metrics"
+    assert on["stats"]["prompt_tokens"] == off["stats"]["prompt_tokens"] >= 4 * 96
+    assert on["value"] >= 0.5 * 64 / 96 and off["value"] == 0
+    for setting in ("on", "off"):
+        usage = figures[setting]["server_kv_cache_usage"]
+        assert 0 <= usage["value"] <= usage["stats"]["max"] <= 1 and usage["stats"]["n"] >= 2
+        assert figures[setting]["server_requests_running"]["stats"]["max"] <= 2
+        assert figures[setting]["server_preemptions"]["value"] == 0
+        assert figures[setting]["usage_mismatch_prompt"]["value"] == 0

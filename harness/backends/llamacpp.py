@@ -91,7 +91,9 @@ def server_arguments(args: tuple[str, ...]) -> tuple[list[str], dict]:
     """llama-server's settings: bench's defaults (threads: the CPUs this process may use) with `args` after them,
     and the values in force, for the rows."""
     defaults = {"threads": len(os.sched_getaffinity(0)), **DEFAULTS}
-    command = [arg for name, value in defaults.items() for arg in (SETTINGS[name][0], str(value))] + list(args)
+    # --metrics: the served scenario reads its /metrics (harness/backends/server_metrics.py).
+    command = [arg for name, value in defaults.items() for arg in (SETTINGS[name][0], str(value))] + ["--metrics",
+                                                                                                    *args]
     in_force = {}
     for name, flags in SETTINGS.items():
         given = [command[i + 1] for i, arg in enumerate(command[:-1]) if arg in flags]

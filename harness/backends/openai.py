@@ -14,6 +14,7 @@ ignored (`trust_env=False`): a timed request goes straight to the server.
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +43,11 @@ class Stream:
     t_end: float | None = None
     error: str | None = None
     server_tokens: int | None = None  # completion_tokens of the usage the server reported, if it did
+    server_prompt_tokens: int | None = None  # its prompt_tokens
+    server_cached_tokens: int | None = None  # its prompt_tokens_details.cached_tokens, where it says
     server_timings: dict | None = None  # the server's own timings of the request, where it sends them (llama.cpp)
+    t_scheduled: float | None = None  # when the window meant to send it (its start + the request's offset)
+    counted_tokens: int | None = None  # bench's count of its output (the model's tokenizer on the text)
 
 
 def token_times(stream: Stream, count_tokens) -> list[float]:
@@ -142,8 +147,9 @@ def _take_event(line: bytes, endpoint: str, stream: Stream, arrived: float) -> s
     if "error" in event:
         stream.error = f"server error event: {json.dumps(event['error'])[:200]}"
         return "error"
-    if event.get("usage"):
-        stream.server_tokens = event["usage"].get("completion_tokens")
+    if usage := event.get("usage"):
+        stream.server_tokens, stream.server_prompt_tokens = usage.get("completion_tokens"), usage.get("prompt_tokens")
+        stream.server_cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     if event.get("timings"):
         stream.server_timings = event["timings"]
     text, finish = _chunk_text(event, endpoint)
@@ -259,8 +265,19 @@ class OpenAIBackend:
             text = self.tokenizer.decode(encoded)
         return text
 
-    def request_body(self, endpoint: str, prompt: str, output_tokens: int) -> dict:
-        """Greedy, streamed, `output_tokens` long where the server can be told to ignore EOS."""
+    def count_prompts(self, endpoint: str, prompts: list[str]) -> list[int]:
+        """The tokens of each prompt as the server should see them (METRICS.md usage.v1): completions the
+        tokenizer's with its special tokens; chat the model's chat template with its generation prompt (where the
+        tokenizer has none, the text's tokens)."""
+        if endpoint == "chat" and self.tokenizer.chat_template:
+            return [len(self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=True,
+                                                           add_generation_prompt=True, return_dict=True)["input_ids"])
+                    for p in prompts]
+        return [len(ids) for ids in self.tokenizer(prompts).input_ids]
+
+    def request_body(self, endpoint: str, prompt: str, output_tokens: int, prefix_cache: str = "on") -> dict:
+        """Greedy, streamed, `output_tokens` long where the server can be told to ignore EOS; with prefix_cache
+        "off", told to reuse no cached prefix (METRICS.md: prefix cache on or off)."""
         body = {"model": self.model_name, "max_tokens": output_tokens, "temperature": 0.0, "stream": True}
         if endpoint == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
@@ -268,14 +285,16 @@ class OpenAIBackend:
             body["prompt"] = prompt
         if self.kind == "vllm":
             body.update(ignore_eos=True, min_tokens=output_tokens, stream_options={"include_usage": True})
-        elif self.kind == "llama.cpp":  # every request prefills its whole prompt, as llama-bench's pp does
-            body.update(ignore_eos=True, cache_prompt=False, stream_options={"include_usage": True})
+            if prefix_cache == "off":  # a salt of its own: no other request's cached blocks match
+                body["cache_salt"] = secrets.token_hex(8)
+        elif self.kind == "llama.cpp":
+            body.update(ignore_eos=True, cache_prompt=prefix_cache == "on", stream_options={"include_usage": True})
         elif self.kind == "transformers":
             body["generation_config"] = json.dumps({"min_new_tokens": output_tokens, "max_new_tokens": output_tokens,
                                                     "do_sample": False})
         return body
 
-    def _client_options(self) -> dict:
+    def client_options(self) -> dict:
         auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         return {"base_url": self.base_url, "headers": auth, "trust_env": False}
 
@@ -285,7 +304,7 @@ class OpenAIBackend:
         running event loop: `concurrency` of them, all opened before the block starts, or (None) as many as the
         requests in flight need, each opened when one does."""
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(limits=limits, timeout=None, **self._client_options()) as client:
+        async with httpx.AsyncClient(limits=limits, timeout=None, **self.client_options()) as client:
             if concurrency:
                 await open_connections(client, concurrency)
             outer, self._client = self._client, client
@@ -294,12 +313,13 @@ class OpenAIBackend:
             finally:
                 self._client = outer
 
-    async def stream(self, endpoint: str, prompt: str, output_tokens: int, timeout_s: float) -> Stream:
+    async def stream(self, endpoint: str, prompt: str, output_tokens: int, timeout_s: float,
+                     prefix_cache: str = "on") -> Stream:
         if self._client is None:  # outside `connections`: a pool of this one request's own
             async with self.connections(None):
-                return await self.stream(endpoint, prompt, output_tokens, timeout_s)
-        return await stream_request(self._client, endpoint, self.request_body(endpoint, prompt, output_tokens),
-                                    timeout_s)
+                return await self.stream(endpoint, prompt, output_tokens, timeout_s, prefix_cache)
+        body = self.request_body(endpoint, prompt, output_tokens, prefix_cache)
+        return await stream_request(self._client, endpoint, body, timeout_s)
 
     def _complete(self, prompts: list, **fields) -> list[dict]:
         """Non-streamed greedy /v1/completions of prompts (texts or token id lists), one prompt to a request,
@@ -314,7 +334,7 @@ class OpenAIBackend:
                 raise UnavailableError(f"{url} answered no completion: {json.dumps(answer)[:200]}")
             return answer["choices"][0]
 
-        with (httpx.Client(limits=limits, timeout=600.0, **self._client_options()) as client,
+        with (httpx.Client(limits=limits, timeout=600.0, **self.client_options()) as client,
               ThreadPoolExecutor(QUALITY_CONCURRENCY) as pool):
             return list(pool.map(lambda prompt: complete(client, prompt), prompts))
 

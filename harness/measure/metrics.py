@@ -119,6 +119,32 @@ METRICS: dict[str, Metric] = {
                         "wall time", vllm="Request goodput"),
     "failed_requests": _m("req", "errors.v1", "lower", "requests that ended in an HTTP error, a server error event, "
                           "a timeout or a cut stream (the reasons counted)", "exact"),
+    "prefix_cache_hit_rate": _m("fraction", "prefix_hit.v1", "higher", "prompt tokens the server took from its "
+                                "prefix cache / prompt tokens it was sent, over the window: from each response "
+                                "(llama.cpp's timings cache_n / (cache_n + prompt_n), or usage.prompt_tokens_details."
+                                "cached_tokens / usage.prompt_tokens), else from /metrics (vLLM: the deltas of "
+                                "prefix_cache_hits / prefix_cache_queries over the window)", "exact"),
+    "usage_mismatch_output": _m("fraction", "usage.v1", "lower", "share of completed requests with a usage count "
+                                "whose completion_tokens differs from bench's count (the model's tokenizer on the "
+                                "streamed text); mean_difference beside it (server - bench)", "mean"),
+    "usage_mismatch_prompt": _m("fraction", "usage.v1", "lower", "share of completed requests with a usage count "
+                                "whose prompt_tokens differs from bench's count of the prompt as sent (completions: "
+                                "the tokenizer with its special tokens; chat: the model's chat template with its "
+                                "generation prompt); mean_difference beside it (server - bench)", "mean"),
+    "server_kv_cache_usage": _m("fraction", "server_gauge.v1", "neither", "the server's KV-cache use (vLLM "
+                                "kv_cache_usage_perc, llama.cpp kv_cache_usage_ratio), read from /metrics every "
+                                "metrics_interval_s during the window (samples; max beside the median)"),
+    "server_requests_running": _m("req", "server_gauge.v1", "neither", "requests the server is running (vLLM "
+                                  "num_requests_running, llama.cpp requests_processing), sampled as "
+                                  "server_kv_cache_usage"),
+    "server_requests_waiting": _m("req", "server_gauge.v1", "lower", "requests queued at the server (vLLM "
+                                  "num_requests_waiting, llama.cpp requests_deferred), sampled as "
+                                  "server_kv_cache_usage"),
+    "server_preemptions": _m("req", "server_counter.v1", "lower", "preemptions the server counted during the window "
+                             "(vLLM num_preemptions: the delta from the window's start to its end)", "exact"),
+    "schedule_lag_ms": _m("ms", "lag.v1", "lower", "trace replay: each request's send time after the window's start "
+                          "minus its scheduled arrival (the trace's timestamp over time_scale); p99 and max beside "
+                          "the median"),
     "slo_max_rate_req_s": _m("req/s", "slo_rate.v1", "higher", "the highest Poisson rate whose window met every SLO "
                              "at its percentile, found by bisection", "exact", console="slo_max_rate"),
     "max_batch_size": _m("seqs", "findmax.v1", "higher", "the largest batch size (at the search's prompt length) "

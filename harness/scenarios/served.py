@@ -1,25 +1,35 @@
-"""Served load (scenario `served`): streamed requests to an OpenAI-compatible server at a fixed concurrency or with
-gamma-distributed arrivals at a rate (burstiness 1: Poisson), sweeps over either, and a bisection for the highest rate
-that meets SLOs. One window of `requests` requests per load point.
+"""Served load (scenario `served`): streamed requests to an OpenAI-compatible server at a fixed concurrency, with
+gamma-distributed arrivals at a rate (burstiness 1: Poisson), or at a trace's arrivals; sweeps over either, under
+each prefix-cache setting, and a bisection for the highest rate that meets SLOs. One window of `requests` requests
+per load point (a trace: the whole trace), each with prompts no earlier window or run sent (METRICS.md, served
+workloads).
 
 Definitions follow METRICS.md: ttft.v1, tpot.v1, e2e.v1 per request; itl.v1 pooled; output.v1, reqs.v1, goodput.v1
-over the window's wall time (from the first send to the last response's end).
+over the window's wall time (from the first send to the last response's end); prefix_hit.v1, usage.v1, lag.v1 and
+the server's gauges and counters beside them.
 """
 
 import asyncio
+import contextlib
+import math
 import random
+import secrets
 import time
 from collections import Counter
 
 from harness.backends.base import Generation
 from harness.backends.openai import Stream, token_times
+from harness.backends.server_metrics import ServerMetrics
 from harness.errors import ConfigError
 from harness.measure import roofline
 from harness.measure.recorder import Recorder
 from harness.measure.stats import percentile
-from harness.scenarios.speed import generation_figures, synthetic_prompts
+from harness.scenarios import trace as traces
+from harness.scenarios.speed import generation_figures
 
 PER_REQUEST = ("ttft_ms", "tpot_ms", "e2e_latency_ms")
+# What asking a server to reuse no cached prefix takes, by its kind (METRICS.md: prefix cache on or off).
+CACHE_OFF_KINDS = ("llama.cpp", "vllm")
 
 
 def arrival_offsets(count: int, rate: float, burstiness: float, rng: random.Random) -> list[float]:
@@ -32,43 +42,87 @@ def arrival_offsets(count: int, rate: float, burstiness: float, rng: random.Rand
     return offsets
 
 
-def build_prompts(backend, params: dict) -> list[str]:
-    """`requests` prompts: seeded synthetic text of exactly prompt_tokens tokens, or the task's prompts in turn."""
-    count = params["requests"]
-    if params["prompts"] == "synthetic":
-        ids = synthetic_prompts(backend.prompt_token_pool(), count, params["prompt_tokens"], params["seed"])
-        return [backend.text_of_length(prompt) for prompt in ids]
-    from harness.quality import tasks
+class PromptSource:
+    """The run's prompts in send order, none sent twice: seeded synthetic ids of (seed, salt) made into text of
+    exactly that many tokens, with the run's one system prompt for a share of them (`shared_prefix`) or a trace's
+    shared blocks (`hash_ids`); or a task's prompts in turn, repeating only once all were sent."""
 
-    contexts = tasks.prepare(tasks.load_task(params["prompts"]), None, params["seed"]).contexts
-    return [contexts[i % len(contexts)] for i in range(count)]
+    def __init__(self, backend, params: dict, salt: int):
+        self.backend, self.params, self.sent = backend, params, 0
+        self.rng = random.Random(f"{params['seed']}:{salt}")
+        self.contexts = None
+        if params["prompts"] == "synthetic":
+            self.pool = backend.prompt_token_pool()
+            shared = params.get("shared_prefix")
+            self.system = self._ids(shared["tokens"]) if shared else []
+            self.blocks: dict = {}  # a trace's hash id -> its block's ids, drawn once per run
+        else:
+            from harness.quality import tasks
+
+            self.contexts = tasks.prepare(tasks.load_task(params["prompts"]), None, params["seed"]).contexts
+
+    def _ids(self, count: int) -> list[int]:
+        return [self.rng.choice(self.pool) for _ in range(count)]
+
+    def take(self, count: int) -> list[str]:
+        return [self._next() for _ in range(count)]
+
+    def _next(self) -> str:
+        index, self.sent = self.sent, self.sent + 1
+        if self.contexts is not None:
+            return self.contexts[index % len(self.contexts)]
+        shared, length = self.params.get("shared_prefix"), self.params["prompt_tokens"]
+        if not shared:
+            return self.backend.text_of_length(self._ids(length))
+        share = shared["share"]
+        shares = math.floor((index + 1) * share) > math.floor(index * share)
+        head = self.system if shares else self._ids(len(self.system))
+        return self.backend.text_of_length(head + self._ids(length - len(head)))
+
+    def of_trace(self, requests: list[traces.TraceRequest], block_tokens: int) -> list[str]:
+        """A prompt of input_length tokens for each request: its hash_ids' blocks (each drawn once), then fresh ids."""
+        prompts = []
+        for request in requests:
+            ids = [i for h in request.hash_ids for i in self.blocks.setdefault(h, self._ids(block_tokens))]
+            ids = ids[:request.input_length]
+            prompts.append(self.backend.text_of_length(ids + self._ids(request.input_length - len(ids))))
+        return prompts
 
 
-async def _window(backend, params: dict, prompts: list[str], concurrency: int | None,
-                  offsets: list[float]) -> tuple[list[Stream], float]:
-    """One load point: the prompts sent at their offsets, at most `concurrency` in flight, through one pool of
-    connections that lives as long as the window (at a fixed concurrency its connections open before the clock
-    starts, as vLLM's benchmark client reuses those of its warm-up); the streams and the window's seconds."""
+async def _window(backend, params: dict, prompts: list[str], concurrency: int | None, offsets: list[float],
+                  outputs: list[int] | None = None, prefix_cache: str = "on",
+                  server_metrics: ServerMetrics | None = None) -> tuple[list[Stream], float]:
+    """One load point: the prompts sent at their offsets (each stream's t_scheduled), at most `concurrency` in
+    flight, through one pool of connections that lives as long as the window (at a fixed concurrency its connections
+    open before the clock starts, as vLLM's benchmark client reuses those of its warm-up), each asking for its
+    `outputs` tokens (default: output_tokens); the server's /metrics read meanwhile when given; the streams and the
+    window's seconds."""
+    outputs = outputs or [params["output_tokens"]] * len(prompts)
     async with backend.connections(concurrency):
         limit = asyncio.Semaphore(concurrency or len(prompts))
-        start = time.perf_counter()
 
-        async def one(prompt: str, offset: float) -> Stream:
+        async def one(prompt: str, offset: float, output_tokens: int) -> Stream:
             await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
             async with limit:
-                return await backend.stream(params["endpoint"], prompt, params["output_tokens"], params["timeout_s"])
+                stream = await backend.stream(params["endpoint"], prompt, output_tokens, params["timeout_s"],
+                                              prefix_cache)
+            stream.t_scheduled = start + offset
+            return stream
 
-        streams = await asyncio.gather(*(one(p, o) for p, o in zip(prompts, offsets, strict=True)))
-        seconds = time.perf_counter() - start
+        async with server_metrics or contextlib.nullcontext():
+            start = time.perf_counter()
+            streams = await asyncio.gather(*(one(*request) for request in zip(prompts, offsets, outputs, strict=True)))
+            seconds = time.perf_counter() - start
     return list(streams), seconds
 
 
 def window_figures(streams: list[Stream], seconds: float, count_tokens, slo: dict) -> dict:
     """Per-request samples and window figures of one load point."""
     samples: dict[str, list] = {name: [] for name in PER_REQUEST}
-    gaps, errors, tokens, counted, chunks, good = [], Counter(), 0, 0, 0, 0
+    gaps, errors, tokens, counted, chunks, good, lags = [], Counter(), 0, 0, 0, 0, []
     for stream in streams:
         times = token_times(stream, count_tokens) if not stream.error else []
+        stream.counted_tokens = len(times)
         if not stream.error and not times:
             stream.error = "no output tokens"
         if stream.error:
@@ -85,13 +139,52 @@ def window_figures(streams: list[Stream], seconds: float, count_tokens, slo: dic
         counted += len(times)
         chunks += len(stream.chunk_times)
         tokens += stream.server_tokens or len(times)
+        lags.append((stream.t_send - stream.t_scheduled) * 1e3 if stream.t_scheduled is not None else None)
         # An undefined tpot (one token) cannot break its limit.
         good += all(figures[name] is None or figures[name] <= limit for name, limit in slo.items()
                     if name in PER_REQUEST)
     # tokens: the server's count of each request where it gave one, else ours; counted: ours (the stamped tokens).
     return {**samples, "itl_ms": [gap * 1e3 for gap in gaps], "tokens": tokens, "counted_tokens": counted,
             "chunks": chunks, "completed": len(streams) - sum(errors.values()), "errors": errors, "good": good,
-            "seconds": seconds}
+            "seconds": seconds, "schedule_lag_ms": [lag for lag in lags if lag is not None]}
+
+
+def usage_figures(streams: list[Stream], prompt_counts: list[int]) -> dict[str, tuple[list[int], list[int]]]:
+    """For each side (output, prompt), over the completed requests whose server reported that count: 1 where it
+    differs from bench's, else 0; and the differences, server - bench (METRICS.md usage.v1)."""
+    sides: dict[str, tuple[list[int], list[int]]] = {"output": ([], []), "prompt": ([], [])}
+    for stream, prompt_count in zip(streams, prompt_counts, strict=True):
+        if stream.error:
+            continue
+        for side, server, ours in (("output", stream.server_tokens, stream.counted_tokens),
+                                   ("prompt", stream.server_prompt_tokens, prompt_count)):
+            if server is not None:
+                sides[side][0].append(int(server != ours))
+                sides[side][1].append(server - ours)
+    return sides
+
+
+def prefix_hits(streams: list[Stream], counters: dict[str, float]) -> tuple[float, float, str] | None:
+    """Prompt tokens the server took from its prefix cache, prompt tokens it was sent, and where that was read
+    (METRICS.md prefix_hit.v1); None where the server says neither."""
+    cached = sent = 0
+    source = None
+    for stream in streams:
+        timings = stream.server_timings or {}
+        if stream.error:
+            continue
+        if "cache_n" in timings and "prompt_n" in timings:
+            reused, total, source = timings["cache_n"], timings["cache_n"] + timings["prompt_n"], "timings"
+        elif stream.server_cached_tokens is not None and stream.server_prompt_tokens:
+            reused, total, source = stream.server_cached_tokens, stream.server_prompt_tokens, "usage"
+        else:
+            continue
+        cached, sent = cached + reused, sent + total
+    if sent:
+        return cached, sent, source
+    if counters.get("prefix_cache_queries"):
+        return counters["prefix_cache_hits"], counters["prefix_cache_queries"], "/metrics"
+    return None
 
 
 def meets_slo(window: dict, slo: dict) -> bool:
@@ -102,56 +195,102 @@ def meets_slo(window: dict, slo: dict) -> bool:
         for name, limit in slo.items() if name in PER_REQUEST)
 
 
-def _record(recorder: Recorder, window: dict, params: dict, slo: dict) -> None:
+def _record(recorder: Recorder, window: dict, params: dict, slo: dict, salt: dict) -> None:
     for name in (*PER_REQUEST, "itl_ms"):
         extra = {"p99": percentile(window[name], 99)}
         if name == "itl_ms":
             counted = window["counted_tokens"]
             extra["chunks_per_token"] = window["chunks"] / counted if counted else None
-        recorder.figure(name, window[name], params, **extra)
+        recorder.figure(name, window[name], params, **extra, **salt)
     seconds = window["seconds"]
     recorder.figure("output_tok_s", [window["tokens"] / seconds], params, tokens=window["tokens"], seconds=seconds,
-                    counted_tokens=window["counted_tokens"])
-    recorder.figure("request_s", [window["completed"] / seconds], params)
+                    counted_tokens=window["counted_tokens"], **salt)
+    recorder.figure("request_s", [window["completed"] / seconds], params, **salt)
     if slo:
         recorder.figure("goodput_req_s", [window["good"] / seconds], {**params, "slo": slo},
-                        meets_slo=meets_slo(window, slo))
-    recorder.figure("failed_requests", [sum(window["errors"].values())], params, errors=dict(window["errors"]))
+                        meets_slo=meets_slo(window, slo), **salt)
+    recorder.figure("failed_requests", [sum(window["errors"].values())], params, errors=dict(window["errors"]),
+                    **salt)
+
+
+def _record_server_side(recorder: Recorder, streams: list[Stream], window: dict, prompt_counts: list[int],
+                        server: ServerMetrics, params: dict, salt: dict) -> None:
+    """What the server said beside the client's clocks: usage counts, prefix-cache hits, its /metrics; and, where
+    requests had arrival times, how late each was sent."""
+    for side, (mismatched, differences) in usage_figures(streams, prompt_counts).items():
+        if mismatched:
+            recorder.figure(f"usage_mismatch_{side}", mismatched, params, sum(mismatched) / len(mismatched),
+                            requests=len(mismatched),
+                            mean_difference=sum(differences) / len(differences), **salt)
+    if hits := prefix_hits(streams, server.counters):
+        cached, sent, source = hits
+        recorder.figure("prefix_cache_hit_rate", [cached / sent], params, cached_tokens=cached, prompt_tokens=sent,
+                        source=source, **salt)
+    for name, samples in server.gauges.items():
+        recorder.figure(name, samples, params, max=max(samples), interval_s=server.interval_s, **salt)
+    if "server_preemptions" in server.counters:
+        recorder.figure("server_preemptions", [server.counters["server_preemptions"]], params, **salt)
+    if params.get("rate_req_s") or params.get("trace"):
+        lags = window["schedule_lag_ms"]
+        recorder.figure("schedule_lag_ms", lags, params, p99=percentile(lags, 99), max=max(lags, default=None),
+                        **salt)
 
 
 class _LoadPoints:
-    """Runs windows on one event loop with the cell's prompts, and records each as it ends."""
+    """Runs windows on one event loop, each with prompts of its own, and records each as it ends."""
 
-    def __init__(self, backend, params: dict, recorder: Recorder, warmup: int):
+    def __init__(self, backend, params: dict, recorder: Recorder, salt: int):
         self.backend, self.params, self.recorder = backend, params, recorder
-        # The warm-up's prompts come first in the seeded list and are not timed: a server that caches prefixes
-        # would answer a timed prompt it saw warm faster.
-        prompts = build_prompts(backend, {**params, "requests": warmup + params["requests"]})
-        self.warmups, self.prompts = prompts[:warmup], prompts[warmup:]
+        self.salt = {"prompt_salt": salt}
+        self.prompts = PromptSource(backend, params, salt)
         self.loop = asyncio.new_event_loop()
         self.base = {key: params[key] for key in ("endpoint", "prompts", "output_tokens", "requests", "seed")}
         if params["prompts"] == "synthetic":
             self.base["prompt_tokens"] = params["prompt_tokens"]
+        if params.get("shared_prefix"):
+            self.base["shared_prefix"] = params["shared_prefix"]
+        self.prefix_cache = "on"
 
-    def warm_up(self) -> None:
-        """Untimed requests one after another, so the first window does not pay for the server's first request."""
-        if self.warmups:
-            self.loop.run_until_complete(
-                _window(self.backend, self.params, self.warmups, 1, [0.0] * len(self.warmups)))
+    def warm_up(self, count: int) -> None:
+        """Untimed requests one after another, so the first window does not pay for the server's first request;
+        their prompts come first in the run's and are never sent again."""
+        if count:
+            self.loop.run_until_complete(_window(self.backend, self.params, self.prompts.take(count), 1, [0.0] * count))
 
     def run(self, concurrency: int | None = None, rate: float | None = None, search: bool = False) -> dict:
+        prompts = self.prompts.take(self.params["requests"])
         if rate is None:
-            offsets = [0.0] * len(self.prompts)
+            offsets = [0.0] * len(prompts)
             load = {"load": f"concurrency={concurrency}", "concurrency": concurrency}
         else:
             burstiness = self.params["burstiness"]
-            offsets = arrival_offsets(len(self.prompts), rate, burstiness, random.Random(self.params["seed"]))
+            offsets = arrival_offsets(len(prompts), rate, burstiness, random.Random(self.params["seed"]))
             load = {"load": f"rate={rate:g}", "rate_req_s": rate, "burstiness": burstiness}
-        streams, seconds = self.loop.run_until_complete(
-            _window(self.backend, self.params, self.prompts, concurrency, offsets))
+        return self.measure(prompts, offsets, concurrency, load, {"search": True} if search else {})
+
+    def replay(self, trace: str) -> dict:
+        """The whole trace as one window: each request at its timestamp / time_scale, with its lengths."""
+        block = traces.block_tokens(trace, self.params.get("block_tokens"))
+        requests = traces.load_trace(trace, block)
+        scale = self.params["time_scale"]
+        load = {"load": f"trace x{scale:g}", "trace": traces.trace_name(trace), "time_scale": scale,
+                "requests": len(requests)}
+        return self.measure(self.prompts.of_trace(requests, block),
+                            [r.timestamp / 1e3 / scale for r in requests], None, load, {},
+                            [r.output_length for r in requests])
+
+    def measure(self, prompts: list[str], offsets: list[float], concurrency: int | None, load: dict, extra: dict,
+                outputs: list[int] | None = None) -> dict:
+        server = ServerMetrics(self.backend, self.params["metrics_interval_s"])
+        streams, seconds = self.loop.run_until_complete(_window(
+            self.backend, self.params, prompts, concurrency, offsets, outputs, self.prefix_cache, server))
         window = window_figures(streams, seconds, self.backend.count_tokens, self.params["slo"])
-        params = {**self.base, **load, **({"search": True} if search else {})}
-        _record(self.recorder, window, params, self.params["slo"])
+        params = {**self.base, **load, "prefix_cache": self.prefix_cache, **extra}
+        for name in ("prompt_tokens", "output_tokens") if "trace" in load else ():  # the trace's, per request
+            params.pop(name, None)
+        _record(self.recorder, window, params, self.params["slo"], self.salt)
+        counts = self.backend.count_prompts(self.params["endpoint"], prompts)
+        _record_server_side(self.recorder, streams, window, counts, server, params, self.salt)
         if concurrency == 1 and self.params["prompts"] == "synthetic":
             _record_roofline(self.backend, self.recorder, window, params)
         return window
@@ -174,19 +313,33 @@ def _record_roofline(backend, recorder: Recorder, window: dict, params: dict) ->
 def run_served(backend, params: dict, recorder: Recorder) -> None:
     if "served" not in backend.capabilities:
         raise ConfigError(f"scenario served needs a server backend (openai), not {backend.name}")
-    points = _LoadPoints(backend, params, recorder, recorder.policy.warmup)
+    if "off" in params["prefix_cache"] and backend.kind not in CACHE_OFF_KINDS:
+        raise ConfigError(f"prefix_cache off: bench cannot tell a {backend.kind} server to reuse no cached prefix "
+                          f"(it can tell {' and '.join(CACHE_OFF_KINDS)})")
+    salt = params["prompt_salt"] if params.get("prompt_salt") is not None else secrets.randbelow(2**32)
+    points = _LoadPoints(backend, params, recorder, salt)
     try:
-        points.warm_up()
-        if params["rates"]:
-            for rate in params["rates"]:
-                points.run(rate=rate)
-        else:
-            for concurrency in params["concurrency"]:
-                points.run(concurrency=concurrency)
-        if params["search_rates"]:
-            _search(points, params, recorder)
+        points.warm_up(recorder.policy.warmup)
+        for setting in params["prefix_cache"]:
+            points.prefix_cache = setting
+            _load_points(points, params, recorder)
     finally:
         points.loop.close()
+
+
+def _load_points(points: _LoadPoints, params: dict, recorder: Recorder) -> None:
+    """The scenario's windows under the current prefix-cache setting: the trace, or the rates or concurrencies,
+    then the search."""
+    if params.get("trace"):
+        points.replay(params["trace"])
+    elif params["rates"]:
+        for rate in params["rates"]:
+            points.run(rate=rate)
+    else:
+        for concurrency in params["concurrency"]:
+            points.run(concurrency=concurrency)
+    if params["search_rates"]:
+        _search(points, params, recorder)
 
 
 def _search(points: _LoadPoints, params: dict, recorder: Recorder) -> None:
@@ -194,7 +347,8 @@ def _search(points: _LoadPoints, params: dict, recorder: Recorder) -> None:
     search_steps windows after checking both ends; records it (empty, with the reason, when even low fails)."""
     slo = params["slo"]
     low, high = params["search_rates"]
-    search_params = {**points.base, "slo": slo, "search_rates": [low, high], "burstiness": params["burstiness"]}
+    search_params = {**points.base, "slo": slo, "search_rates": [low, high], "burstiness": params["burstiness"],
+                     "prefix_cache": points.prefix_cache}
     if meets_slo(points.run(rate=high, search=True), slo):
         recorder.figure("slo_max_rate_req_s", [high], search_params, at_ceiling=True)
         return

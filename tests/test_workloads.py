@@ -1,0 +1,123 @@
+"""Served workloads against a real llama-server on 127.0.0.1 (built by .ci/llamacpp_env.sh) on SmolLM2's shipped
+GGUF: a shared system prompt with the prefix cache on and off, prompts that no second run repeats, the server's
+usage counts and /metrics beside bench's figures, and a trace replayed from a suite and from `bench serve-bench`."""
+
+import pytest
+from conftest import by_load
+from test_llamacpp import needs_build
+
+from harness import zoo
+from harness.backends.llamacpp import LlamaCppBackend, llama_server
+from harness.backends.openai import http_get
+from harness.backends.server_metrics import GAUGES, parse, pick
+from harness.cli import main
+from harness.config import scenario
+from harness.measure.recorder import Recorder
+from harness.measure.stats import RepetitionPolicy
+from harness.results.store import read_rows
+from harness.scenarios.served import run_served
+
+pytestmark = [pytest.mark.slow, needs_build]
+PROMPT, SYSTEM = 64, 48
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    gguf = zoo.gguf_file("smollm2-135m", None, progress=False)
+    server, details = llama_server(gguf, tmp_path_factory.mktemp("llama") / "server.log", ("-t", "2"))
+    with server:
+        yield server, details
+
+
+@pytest.fixture(scope="module")
+def backend(running, smollm2):
+    server, details = running
+    loaded = LlamaCppBackend()
+    loaded.load(smollm2.path, options={"server": {"base_url": server.base_url, **details}})
+    return loaded
+
+
+def figures_of(backend, **changes) -> dict:
+    """The rows of one served scenario run, by load point and prefix-cache setting, then by metric."""
+    rows = []
+    params = {**scenario("served").params, "prompt_tokens": PROMPT, "output_tokens": 4, "requests": 6,
+              "metrics_interval_s": 0.2, **changes}
+    run_served(backend, params, Recorder({"run_id": "t"}, RepetitionPolicy(warmup=1), rows.append))
+    figures: dict = {}
+    for row in rows:
+        figures.setdefault((row["params"]["load"], row["params"]["prefix_cache"]), {})[row["metric"]] = row
+    return figures
+
+
+def test_a_shared_system_prompt_is_served_from_the_cache_only_when_it_is_on_and_shared(backend):
+    figures = figures_of(backend, shared_prefix={"tokens": SYSTEM, "share": 1.0}, prefix_cache=["on", "off"])
+    on, off = figures["concurrency=1", "on"], figures["concurrency=1", "off"]
+    hit = on["prefix_cache_hit_rate"]
+    # Every request after the warm-up's carries the run's system prompt: its tokens, give or take a merge at the
+    # boundary, come from the cache; with the cache off, none do.
+    assert hit["stats"]["source"] == "timings" and hit["stats"]["prompt_tokens"] == 6 * PROMPT
+    assert (SYSTEM - 2) / PROMPT <= hit["value"] <= (SYSTEM + 2) / PROMPT
+    assert off["prefix_cache_hit_rate"]["value"] == 0
+    unshared = figures_of(backend, shared_prefix={"tokens": SYSTEM, "share": 0.0})["concurrency=1", "on"]
+    assert unshared["prefix_cache_hit_rate"]["value"] < 0.05
+
+
+def test_a_second_run_hits_no_cache_unless_it_repeats_the_first_run_s_salt(backend):
+    first = figures_of(backend)["concurrency=1", "on"]["prefix_cache_hit_rate"]
+    salt = first["stats"]["prompt_salt"]
+    fresh = figures_of(backend)["concurrency=1", "on"]["prefix_cache_hit_rate"]
+    repeated = figures_of(backend, prompt_salt=salt)["concurrency=1", "on"]["prefix_cache_hit_rate"]
+    assert fresh["stats"]["prompt_salt"] != salt and repeated["stats"]["prompt_salt"] == salt
+    assert first["value"] < 0.05 and fresh["value"] < 0.05
+    assert repeated["value"] > 0.5  # the same prompts again: llama-server's slots and prompt cache still hold them
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_the_server_s_usage_counts_and_metrics_sit_beside_bench_s(backend, endpoint):
+    figures = figures_of(backend, endpoint=endpoint, concurrency=[2])["concurrency=2", "on"]
+    # bench counts the prompt as the server sees it (chat: through the model's chat template): they agree.
+    assert figures["usage_mismatch_prompt"]["value"] == 0 and figures["usage_mismatch_prompt"]["stats"]["n"] == 6
+    output = figures["usage_mismatch_output"]
+    assert output["stats"]["requests"] == 6 and 0 <= output["value"] <= 1
+    assert figures["output_tok_s"]["stats"]["tokens"] == 6 * 4  # the server's count, which ignore_eos fixes
+    running = figures["server_requests_running"]
+    assert running["stats"]["max"] <= 2 and running["stats"]["n"] >= 2  # the start and end reads at least
+    assert "server_kv_cache_usage" not in figures  # this llama-server reports no KV-cache gauge
+
+
+def test_metrics_text_is_read_by_family(running):
+    server, _ = running
+    status, text = http_get(server.base_url, "/metrics")
+    values = parse(text)
+    assert status == 200 and pick(values, GAUGES["server_requests_running"]) == 0
+    typed = ("# TYPE vllm:num_preemptions counter\nvllm:num_preemptions_total{engine=\"0\"} 3\n"
+             "vllm:num_preemptions_total{engine=\"1\"} 2\nvllm:num_preemptions_created{engine=\"0\"} 1.7e9\n")
+    for text in (typed, typed.split("\n", 1)[1]):  # with its # TYPE line and without
+        assert pick(parse(text), ("vllm:num_preemptions",)) == 5
+
+
+def test_a_trace_replays_from_a_suite_and_from_serve_bench(running, smollm2, tmp_path):
+    server, details = running
+    suite = tmp_path / "trace.yaml"
+    suite.write_text(f"""name: trace
+models: ["{smollm2.path}"]
+backends: [openai]
+server: {{base_url: "{server.base_url}", model_name: "{details['model_name']}"}}
+scenarios:
+  - {{name: served, trace: mooncake_sample, time_scale: 4}}
+""")
+    commands = {"suite": ["run", "--suite", str(suite)],
+                "serve-bench": ["serve-bench", "--base-url", server.base_url, "--model", details["model_name"],
+                                "--tokenizer", str(smollm2.path), "--trace", "mooncake_sample", "--time-scale", "4"]}
+    for name, command in commands.items():
+        out = tmp_path / name
+        assert main([*command, "--out", str(out), "--no-progress"]) == 0
+        rows = by_load([r for r in read_rows(out / "rows.jsonl") if "load" in r["params"]])
+        window = rows["trace x4"]
+        assert window["failed_requests"]["value"] == 0 and window["ttft_ms"]["stats"]["n"] == 24
+        assert window["request_s"]["params"]["trace"] == "mooncake_sample"
+        assert "prompt_tokens" not in window["request_s"]["params"]  # each request's own, from the trace
+        lag = window["schedule_lag_ms"]
+        assert lag["stats"]["n"] == 24 and lag["value"] < 50
+        # Half the trace's requests begin with one of three shared system prompts: some prompt tokens are cached.
+        assert 0 < window["prefix_cache_hit_rate"]["value"] < 1
