@@ -15,6 +15,7 @@ from harness.config import scenario
 from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
 from harness.results.store import read_rows
+from harness.results.tables import summary_rows
 from harness.scenarios.served import run_served
 
 pytestmark = [pytest.mark.slow, needs_build]
@@ -38,35 +39,39 @@ def backend(running, smollm2):
 
 
 def figures_of(backend, **changes) -> dict:
-    """The rows of one served scenario run, by load point and prefix-cache setting, then by metric."""
+    """The rows of one served scenario run, by load point (a window with the prefix cache off labelled so), then by
+    metric."""
     rows = []
     params = {**scenario("served").params, "prompt_tokens": PROMPT, "output_tokens": 4, "requests": 6,
               "metrics_interval_s": 0.2, **changes}
     run_served(backend, params, Recorder({"run_id": "t"}, RepetitionPolicy(warmup=1), rows.append))
     figures: dict = {}
     for row in rows:
-        figures.setdefault((row["params"]["load"], row["params"]["prefix_cache"]), {})[row["metric"]] = row
+        assert row["params"]["load"].endswith(" prefix_cache=off") == (row["params"]["prefix_cache"] == "off")
+        figures.setdefault(row["params"]["load"], {})[row["metric"]] = row
+    # The summary has a line of each window's own: none overwrites another's figures.
+    assert [line["load"] for line in summary_rows(rows)] == list(figures)
     return figures
 
 
 def test_a_shared_system_prompt_is_served_from_the_cache_only_when_it_is_on_and_shared(backend):
     figures = figures_of(backend, shared_prefix={"tokens": SYSTEM, "share": 1.0}, prefix_cache=["on", "off"])
-    on, off = figures["concurrency=1", "on"], figures["concurrency=1", "off"]
+    on, off = figures["concurrency=1"], figures["concurrency=1 prefix_cache=off"]
     hit = on["prefix_cache_hit_rate"]
     # Every request after the warm-up's carries the run's system prompt: its tokens, give or take a merge at the
     # boundary, come from the cache; with the cache off, none do.
     assert hit["stats"]["source"] == "timings" and hit["stats"]["prompt_tokens"] == 6 * PROMPT
     assert (SYSTEM - 2) / PROMPT <= hit["value"] <= (SYSTEM + 2) / PROMPT
     assert off["prefix_cache_hit_rate"]["value"] == 0
-    unshared = figures_of(backend, shared_prefix={"tokens": SYSTEM, "share": 0.0})["concurrency=1", "on"]
+    unshared = figures_of(backend, shared_prefix={"tokens": SYSTEM, "share": 0.0})["concurrency=1"]
     assert unshared["prefix_cache_hit_rate"]["value"] < 0.05
 
 
 def test_a_second_run_hits_no_cache_unless_it_repeats_the_first_run_s_salt(backend):
-    first = figures_of(backend)["concurrency=1", "on"]["prefix_cache_hit_rate"]
+    first = figures_of(backend)["concurrency=1"]["prefix_cache_hit_rate"]
     salt = first["stats"]["prompt_salt"]
-    fresh = figures_of(backend)["concurrency=1", "on"]["prefix_cache_hit_rate"]
-    repeated = figures_of(backend, prompt_salt=salt)["concurrency=1", "on"]["prefix_cache_hit_rate"]
+    fresh = figures_of(backend)["concurrency=1"]["prefix_cache_hit_rate"]
+    repeated = figures_of(backend, prompt_salt=salt)["concurrency=1"]["prefix_cache_hit_rate"]
     assert fresh["stats"]["prompt_salt"] != salt and repeated["stats"]["prompt_salt"] == salt
     assert first["value"] < 0.05 and fresh["value"] < 0.05
     assert repeated["value"] > 0.5  # the same prompts again: llama-server's slots and prompt cache still hold them
@@ -74,7 +79,7 @@ def test_a_second_run_hits_no_cache_unless_it_repeats_the_first_run_s_salt(backe
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])
 def test_the_server_s_usage_counts_and_metrics_sit_beside_bench_s(backend, endpoint):
-    figures = figures_of(backend, endpoint=endpoint, concurrency=[2])["concurrency=2", "on"]
+    figures = figures_of(backend, endpoint=endpoint, concurrency=[2])["concurrency=2"]
     # bench counts the prompt as the server sees it (chat: through the model's chat template): they agree.
     assert figures["usage_mismatch_prompt"]["value"] == 0 and figures["usage_mismatch_prompt"]["stats"]["n"] == 6
     output = figures["usage_mismatch_output"]

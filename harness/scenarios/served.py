@@ -286,6 +286,8 @@ class _LoadPoints:
             self.backend, self.params, prompts, concurrency, offsets, outputs, self.prefix_cache, server))
         window = window_figures(streams, seconds, self.backend.count_tokens, self.params["slo"])
         params = {**self.base, **load, "prefix_cache": self.prefix_cache, **extra}
+        if self.prefix_cache == "off":  # the summary's line of a load point is its label: off gets a line of its own
+            params["load"] += " prefix_cache=off"
         for name in ("prompt_tokens", "output_tokens") if "trace" in load else ():  # the trace's, per request
             params.pop(name, None)
         _record(self.recorder, window, params, self.params["slo"], self.salt)
