@@ -340,7 +340,9 @@ SERVE_OPTIONS = {f"scenarios.0.{field}": f"--{option}" for field, option in (
     ("timeout_s", "timeout"), ("seed", "seed"), ("prompt_salt", "prompt-salt"),
     ("shared_prefix.tokens", "shared-prefix-tokens"), ("shared_prefix.share", "shared-prefix-share"),
     ("prefix_cache", "prefix-cache"), ("trace", "trace"), ("time_scale", "time-scale"),
-    ("block_tokens", "block-tokens"), ("metrics_interval_s", "metrics-interval"))} | {
+    ("block_tokens", "block-tokens"), ("metrics_interval_s", "metrics-interval"), ("conversation", "users"),
+    ("conversation.users", "users"),
+    ("conversation.turns", "turns"), ("conversation.think_time_s", "think-time"))} | {
     "measure.warmup": "--warmup", "server.base_url": "--base-url", "server.model_name": "--model"}
 
 
@@ -355,7 +357,9 @@ SERVE_OPTIONS = {f"scenarios.0.{field}": f"--{option}" for field, option in (
           ("bench serve-bench --base-url URL --model M --prompt-tokens 256 --shared-prefix-tokens 192 "
            "--prefix-cache on --prefix-cache off", "a shared system prompt, prefix cache on and off"),
           ("bench serve-bench --base-url URL --model M --trace mooncake_sample --time-scale 2",
-           "the shipped trace's arrivals, twice as fast"))
+           "the shipped trace's arrivals, twice as fast"),
+          ("bench serve-bench --base-url URL --model M --endpoint chat --users 4 --turns 5 --think-time 1",
+           "multi-turn chat: 4 users, 5 turns each, 1 s between an answer and the next turn"))
 def _cmd_serve_bench(
     ctx: typer.Context,
     base_url: Annotated[str, typer.Option(help="the server, e.g. http://127.0.0.1:8000")],
@@ -396,6 +400,10 @@ def _cmd_serve_bench(
                                                      show_default="the trace's: 512")] = None,
     metrics_interval: Annotated[float, typer.Option(metavar="S", help="seconds between reads of the server's "
                                                     "/metrics")] = 1.0,
+    users: Annotated[int | None, typer.Option(metavar="N", help="multi-turn chat: users at once")] = None,
+    turns: Annotated[int, typer.Option(metavar="K", help="multi-turn chat: turns per user")] = 3,
+    think_time: Annotated[float, typer.Option(metavar="S", help="multi-turn chat: seconds between an answer and "
+                                              "the next turn")] = 0.0,
     warmup: Annotated[int, typer.Option(metavar="N", help="untimed requests first")] = 1,
     out: RunOut = None,
     no_progress: NoProgress = False,
@@ -425,6 +433,9 @@ def _served_suite(given: dict):
                 **{key: given[key] for key in ("prompt_salt", "trace", "block_tokens") if given[key] is not None}}
     if shared := _shared_prefix(given["shared_prefix_tokens"], given["shared_prefix_share"]):
         scenario["shared_prefix"] = shared
+    if given["users"] is not None:
+        scenario["conversation"] = {"users": given["users"], "turns": given["turns"],
+                                    "think_time_s": given["think_time"]}
     suite = {"name": "serve-bench", "description": f"served load against {given['base_url']}",
              "models": [given["tokenizer"] or given["model"]], "backends": ["openai"], "scenarios": [scenario],
              "measure": {"warmup": given["warmup"]},

@@ -175,6 +175,14 @@ class SharedPrefix(Spec):
     share: Annotated[float, Field(ge=0, le=1)] = 1.0
 
 
+class Conversation(Spec):
+    """Multi-turn chat: `users` at once, each sending `turns` in turn, `think_time_s` after each answer."""
+
+    users: PositiveInt
+    turns: Annotated[int, Field(strict=True, ge=2)]
+    think_time_s: Annotated[float, Field(ge=0)] = 0.0
+
+
 def _trace_reference(value: str, info: ValidationInfo) -> str:
     """A trace file's path (relative to the suite), or the name of a shipped trace (tasks/traces/NAME.jsonl)."""
     from harness.scenarios.trace import find_trace
@@ -210,6 +218,7 @@ class Served(ScenarioBase):
     trace: Name | None = None
     time_scale: PositiveNumber = 1.0
     block_tokens: PositiveInt | None = None  # prompt tokens per hash_id: the trace's (Mooncake's 512)
+    conversation: Conversation | None = None
 
     @field_validator("prompts")
     @classmethod
@@ -234,12 +243,17 @@ class Served(ScenarioBase):
             raise refuse("must be [low, high] req/s, with an `slo` to search for", ("search_rates",))
         if self.shared_prefix and self.shared_prefix.tokens >= self.prompt_tokens:
             raise refuse(f"must be fewer than prompt_tokens ({self.prompt_tokens})", ("shared_prefix", "tokens"))
-        for name in ("shared_prefix", "trace"):
+        for name in ("shared_prefix", "trace", "conversation"):
             if getattr(self, name) and self.prompts != "synthetic":
                 raise refuse("needs synthetic prompts", (name,), f"not prompts: {self.prompts}")
-        if self.trace and (self.rates or self.search_rates or self.shared_prefix):
-            raise refuse("replays the trace's own arrivals and prompts: no rates, search_rates or shared_prefix "
-                         "with it", ("trace",))
+        for name, what, clashes in (
+                ("trace", "replays the trace's own arrivals and prompts", ("rates", "search_rates", "shared_prefix")),
+                ("conversation", "sends each user's turns as their answers end",
+                 ("rates", "search_rates", "shared_prefix", "trace"))):
+            if getattr(self, name) and any(getattr(self, clash) for clash in clashes):
+                raise refuse(f"{what}: no {', '.join(clashes)} with it", (name,))
+        if self.conversation and self.endpoint != "chat":
+            raise refuse("needs endpoint: chat (each turn sends the conversation so far)", ("conversation",))
         return self
 
 

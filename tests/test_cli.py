@@ -152,6 +152,17 @@ def test_serve_bench_options_make_the_workloads(started, capsys):
                  "--time-scale", "2"]) == 2
     [scenario] = started[0]["suite"].scenarios
     assert scenario.trace.endswith("tasks/traces/mooncake_sample.jsonl") and scenario.time_scale == 2.0
+    started.clear()
+    assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", "--endpoint", "chat", "--users", "3",
+                 "--turns", "4", "--think-time", "0.5"]) == 2
+    [scenario] = started[0]["suite"].scenarios
+    assert scenario.conversation.model_dump() == {"users": 3, "turns": 4, "think_time_s": 0.5}
+    capsys.readouterr()
+    for line, says in ((["--users", "2"], "--users: needs endpoint: chat"),
+                       (["--users", "2", "--endpoint", "chat", "--rate", "1"], "--users: sends each user's turns"),
+                       (["--users", "2", "--endpoint", "chat", "--think-time", "-1"], "--think-time: ")):
+        assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", *line]) == 2
+        assert capsys.readouterr().err.startswith(f"bench: error: {says}")
     for share, says in (("0.5", "needs --shared-prefix-tokens"), ("1.5", "needs --shared-prefix-tokens")):
         assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", "--shared-prefix-share", share]) == 2
         assert says in capsys.readouterr().err

@@ -110,6 +110,7 @@ backends: [openai]
 server: {{base_url: "{server.base_url}", model_name: "{details['model_name']}"}}
 scenarios:
   - {{name: served, trace: mooncake_sample, time_scale: 4}}
+  - {{name: served, endpoint: chat, prompt_tokens: 8, output_tokens: 4, conversation: {{users: 2, turns: 2}}}}
 """)
     commands = {"suite": ["run", "--suite", str(suite)],
                 "serve-bench": ["serve-bench", "--base-url", server.base_url, "--model", details["model_name"],
@@ -126,3 +127,36 @@ scenarios:
         assert lag["stats"]["n"] == 24 and lag["value"] < 50
         # Half the trace's requests begin with one of three shared system prompts: some prompt tokens are cached.
         assert 0 < window["prefix_cache_hit_rate"]["value"] < 1
+    # The suite's multi-turn rows went through the rows file and its summary with the others.
+    summary = (tmp_path / "suite" / "summary.csv").read_text()
+    assert all(f'"{load}"' in summary for load in ("trace x4", "conversations", "turn=1", "turn=2"))
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_multi_turn_chat_sends_each_user_s_conversation_so_far_turn_after_turn(backend, cache):
+    think = 0.3
+    rows = []
+    params = {**scenario("served").params, "endpoint": "chat", "prompt_tokens": 16, "output_tokens": 4,
+              "metrics_interval_s": 0.2, "prefix_cache": [cache],
+              "conversation": {"users": 2, "turns": 3, "think_time_s": think}}
+    run_served(backend, params, Recorder({"run_id": "t"}, RepetitionPolicy(warmup=1), rows.append))
+    label = "" if cache == "on" else " prefix_cache=off"
+    figures: dict = {}
+    for row in rows:
+        figures.setdefault(row["params"]["load"], {})[row["metric"]] = row
+    assert set(figures) == {f"{load}{label}" for load in ("conversations", "turn=1", "turn=2", "turn=3")}
+    pooled = figures[f"conversations{label}"]
+    assert pooled["failed_requests"]["value"] == 0 and pooled["ttft_ms"]["stats"]["n"] == 6
+    # The server's prompt counts equal bench's count of each conversation so far through the chat template.
+    assert pooled["usage_mismatch_prompt"]["value"] == 0 and pooled["usage_mismatch_prompt"]["stats"]["n"] == 6
+    history = [figures[f"turn={turn}{label}"]["ttft_ms"]["stats"]["history_tokens"] for turn in (1, 2, 3)]
+    # Each turn adds an answer (4 tokens) and a new message (16) to the history, and the template's tokens around them.
+    assert all(16 + 4 <= later - earlier <= 16 + 4 + 16 for earlier, later in zip(history, history[1:], strict=False))
+    slope = pooled["ttft_history_slope_ms_per_ktok"]
+    low, high = slope["stats"]["prompt_token_range"]
+    assert slope["stats"]["requests"] == 6 and low <= min(history) and max(history) <= high
+    hit = pooled["prefix_cache_hit_rate"]["value"]
+    # With the cache on, turns 2 and 3 reuse the conversation before them; off, nothing.
+    assert (hit > 0.3) if cache == "on" else (hit == 0)
+    # A user waits the think time after each answer: the window lasts at least its two waits.
+    assert pooled["request_s"]["value"] <= 6 / (2 * think)

@@ -159,6 +159,11 @@ def _take_event(line: bytes, endpoint: str, stream: Stream, arrived: float) -> s
     return "finished" if finish else None
 
 
+def messages(prompt: str | list[dict]) -> list[dict]:
+    """A chat request's messages: a conversation as it is, a text as one user message."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
 async def open_connections(client: httpx.AsyncClient, count: int) -> None:
     """Opens `count` connections of the client's pool now, with as many concurrent GETs of /health (whatever the
     server answers: a 404 keeps the connection too), for the requests that follow to reuse. A failure is left to
@@ -265,22 +270,23 @@ class OpenAIBackend:
             text = self.tokenizer.decode(encoded)
         return text
 
-    def count_prompts(self, endpoint: str, prompts: list[str]) -> list[int]:
+    def count_prompts(self, endpoint: str, prompts: list[str | list[dict]]) -> list[int]:
         """The tokens of each prompt as the server should see them (METRICS.md usage.v1): completions the
         tokenizer's with its special tokens; chat the model's chat template with its generation prompt (where the
         tokenizer has none, the text's tokens)."""
         if endpoint == "chat" and self.tokenizer.chat_template:
-            return [len(self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=True,
-                                                           add_generation_prompt=True, return_dict=True)["input_ids"])
-                    for p in prompts]
-        return [len(ids) for ids in self.tokenizer(prompts).input_ids]
+            return [len(self.tokenizer.apply_chat_template(messages(p), tokenize=True, add_generation_prompt=True,
+                                                           return_dict=True)["input_ids"]) for p in prompts]
+        texts = [p if isinstance(p, str) else "".join(m["content"] for m in p) for p in prompts]
+        return [len(ids) for ids in self.tokenizer(texts).input_ids]
 
-    def request_body(self, endpoint: str, prompt: str, output_tokens: int, prefix_cache: str = "on") -> dict:
+    def request_body(self, endpoint: str, prompt: str | list[dict], output_tokens: int,
+                     prefix_cache: str = "on") -> dict:
         """Greedy, streamed, `output_tokens` long where the server can be told to ignore EOS; with prefix_cache
         "off", told to reuse no cached prefix (METRICS.md: prefix cache on or off)."""
         body = {"model": self.model_name, "max_tokens": output_tokens, "temperature": 0.0, "stream": True}
         if endpoint == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}]
+            body["messages"] = messages(prompt)
         else:
             body["prompt"] = prompt
         if self.kind == "vllm":
@@ -313,7 +319,7 @@ class OpenAIBackend:
             finally:
                 self._client = outer
 
-    async def stream(self, endpoint: str, prompt: str, output_tokens: int, timeout_s: float,
+    async def stream(self, endpoint: str, prompt: str | list[dict], output_tokens: int, timeout_s: float,
                      prefix_cache: str = "on") -> Stream:
         if self._client is None:  # outside `connections`: a pool of this one request's own
             async with self.connections(None):

@@ -142,6 +142,10 @@ METRICS: dict[str, Metric] = {
                                   "server_kv_cache_usage"),
     "server_preemptions": _m("req", "server_counter.v1", "lower", "preemptions the server counted during the window "
                              "(vLLM num_preemptions: the delta from the window's start to its end)", "exact"),
+    "ttft_history_slope_ms_per_ktok": _m("ms/ktok", "ttft_slope.v1", "lower", "multi-turn chat: the least-squares "
+                                         "slope of each request's ttft_ms against its prompt's tokens (the "
+                                         "conversation so far, through the chat template), per 1,000 tokens; its "
+                                         "stderr and the requests' prompt_token_range beside it", "exact"),
     "schedule_lag_ms": _m("ms", "lag.v1", "lower", "trace replay: each request's send time after the window's start "
                           "minus its scheduled arrival (the trace's timestamp over time_scale); p99 and max beside "
                           "the median"),

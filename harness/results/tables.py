@@ -181,7 +181,7 @@ def _guarded(text):
 
 
 CONSOLE_COLUMNS = [("model", "model"), ("scenario", "scenario"), ("task", "task"), ("engine_step", "engine"),
-                   ("batch_size", "batch"), *console_columns().items(), ("quality_metric", "quality"),
+                   ("batch_size", "batch"), ("load", "load"), *console_columns().items(), ("quality_metric", "quality"),
                    ("degenerate", "degenerate"), ("precision", "±95%"), ("status", "status")]
 
 

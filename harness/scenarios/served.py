@@ -17,6 +17,8 @@ import secrets
 import time
 from collections import Counter
 
+from scipy import stats
+
 from harness.backends.base import Generation
 from harness.backends.openai import Stream, token_times
 from harness.backends.server_metrics import ServerMetrics
@@ -284,8 +286,13 @@ class _LoadPoints:
         server = ServerMetrics(self.backend, self.params["metrics_interval_s"])
         streams, seconds = self.loop.run_until_complete(_window(
             self.backend, self.params, prompts, concurrency, offsets, outputs, self.prefix_cache, server))
+        return self.record(streams, prompts, seconds, server, concurrency, {**load, **extra})[0]
+
+    def record(self, streams: list[Stream], prompts: list, seconds: float, server: ServerMetrics,
+               concurrency: int | None, load: dict) -> tuple[dict, dict, list[int]]:
+        """Records a window's figures; its figures, its rows' params and bench's count of each prompt's tokens."""
         window = window_figures(streams, seconds, self.backend.count_tokens, self.params["slo"])
-        params = {**self.base, **load, "prefix_cache": self.prefix_cache, **extra}
+        params = {**self.base, **load, "prefix_cache": self.prefix_cache}
         if self.prefix_cache == "off":  # the summary's line of a load point is its label: off gets a line of its own
             params["load"] += " prefix_cache=off"
         for name in ("prompt_tokens", "output_tokens") if "trace" in load else ():  # the trace's, per request
@@ -295,7 +302,72 @@ class _LoadPoints:
         _record_server_side(self.recorder, streams, window, counts, server, params, self.salt)
         if concurrency == 1 and self.params["prompts"] == "synthetic":
             _record_roofline(self.backend, self.recorder, window, params)
-        return window
+        return window, params, counts
+
+    def converse(self) -> None:
+        """Multi-turn chat as one window: its figures pooled (load `conversations`), then per turn, and the slope of
+        TTFT against the history's tokens."""
+        spec = self.params["conversation"]
+        turns = [self.prompts.take(spec["turns"]) for _ in range(spec["users"])]
+        server = ServerMetrics(self.backend, self.params["metrics_interval_s"])
+        streams, sent, seconds = self.loop.run_until_complete(
+            _conversations(self.backend, self.params, turns, self.prefix_cache, server))
+        flat = [stream for user in streams for stream in user]
+        _, params, counts = self.record(flat, [m for user in sent for m in user], seconds, server, None,
+                                        {"load": "conversations", "requests": len(flat), "conversation": spec})
+        turn_of = [turn for user in streams for turn in range(1, len(user) + 1)]
+        for turn in range(1, spec["turns"] + 1):
+            mine = [i for i, t in enumerate(turn_of) if t == turn]
+            window = window_figures([flat[i] for i in mine], seconds, self.backend.count_tokens, {})
+            turn_params = {**params, "load": params["load"].replace("conversations", f"turn={turn}"), "turn": turn}
+            for name in PER_REQUEST:
+                self.recorder.figure(name, window[name], turn_params, p99=percentile(window[name], 99),
+                                     history_tokens=sum(counts[i] for i in mine) / len(mine) if mine else None,
+                                     **self.salt)
+        _record_history_slope(self.recorder, flat, counts, self.backend.count_tokens, params, self.salt)
+
+
+async def _conversations(backend, params: dict, turns: list[list[str]], prefix_cache: str,
+                         server_metrics: ServerMetrics) -> tuple[list[list[Stream]], list[list[list[dict]]], float]:
+    """Each user's turns one after another, through a pool of a connection per user opened before the clock starts:
+    the conversation so far and the turn's new message, think_time_s after each answer ends; a user whose request
+    fails sends no more. Each user's streams and the messages each request sent, and the window's seconds."""
+    think = params["conversation"]["think_time_s"]
+
+    async def user(messages: list[str]) -> tuple[list[Stream], list[list[dict]]]:
+        history, streams, sent = [], [], []
+        for index, text in enumerate(messages):
+            if index:
+                await asyncio.sleep(think)
+            history.append({"role": "user", "content": text})
+            sent.append(list(history))
+            streams.append(await backend.stream("chat", list(history), params["output_tokens"], params["timeout_s"],
+                                                prefix_cache))
+            if streams[-1].error:
+                break
+            history.append({"role": "assistant", "content": "".join(streams[-1].chunk_texts)})
+        return streams, sent
+
+    async with backend.connections(len(turns)), server_metrics:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(user(messages) for messages in turns))
+        seconds = time.perf_counter() - start
+    return [streams for streams, _ in results], [sent for _, sent in results], seconds
+
+
+def _record_history_slope(recorder: Recorder, streams: list[Stream], counts: list[int], count_tokens, params: dict,
+                          salt: dict) -> None:
+    """ttft_history_slope_ms_per_ktok (METRICS.md ttft_slope.v1) over the completed requests, where their prompts
+    have at least two lengths."""
+    points = [(count, generation_figures(Generation([[]], stream.t_send, times), 0)["ttft_ms"])
+              for stream, count in zip(streams, counts, strict=True)
+              if not stream.error and (times := token_times(stream, count_tokens))]
+    if len({count for count, _ in points}) < 2:
+        return
+    fit = stats.linregress([count for count, _ in points], [ttft for _, ttft in points])
+    recorder.figure("ttft_history_slope_ms_per_ktok", [fit.slope * 1e3], params, stderr=fit.stderr * 1e3,
+                    intercept_ms=fit.intercept, requests=len(points),
+                    prompt_token_range=[min(c for c, _ in points), max(c for c, _ in points)], **salt)
 
 
 def _record_roofline(backend, recorder: Recorder, window: dict, params: dict) -> None:
@@ -332,7 +404,9 @@ def run_served(backend, params: dict, recorder: Recorder) -> None:
 def _load_points(points: _LoadPoints, params: dict, recorder: Recorder) -> None:
     """The scenario's windows under the current prefix-cache setting: the trace, or the rates or concurrencies,
     then the search."""
-    if params.get("trace"):
+    if params.get("conversation"):
+        points.converse()
+    elif params.get("trace"):
         points.replay(params["trace"])
     elif params["rates"]:
         for rate in params["rates"]:
