@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import by_load
 
-from harness.backends.openai import OpenAIBackend, http_get, token_times
+from harness.backends.openai import OpenAIBackend, answer_text, http_get, token_times
 from harness.backends.server import LocalServer
 from harness.cli import main
 from harness.config import scenario
@@ -24,6 +24,7 @@ from harness.quality import tasks
 from harness.results.store import read_rows
 from harness.scenarios.served import (
     PromptSource,
+    _record,
     _window,
     arrival_offsets,
     meets_slo,
@@ -177,7 +178,8 @@ class Misbehaving(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self):
-        prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body.get("prompt") or body["messages"][-1]["content"]
         self.seen.append(("POST", self.client_address[1]))
         if prompt == "drop" and not self.dropped:  # the first time: the connection closed, no response at all
             self.dropped.append(self.client_address[1])
@@ -209,6 +211,19 @@ class Misbehaving(BaseHTTPRequestHandler):
             self.event(" three four", "length")
             self.chunk(f"data: {json.dumps({'choices': [], 'usage': {'completion_tokens': 6}})}\n\n")
             self.chunk("data: [DONE]\n\n")
+        elif prompt == "think":  # a chat server that sends its reasoning apart, as reasoning_content
+            for delta in ({"reasoning_content": "Two and two"}, {"reasoning_content": " make four."},
+                          {"content": "\n\n"}, {"content": "Four"}):
+                self.chunk(f"data: {json.dumps({'choices': [{'index': 0, 'delta': delta}]})}\n\n")
+                time.sleep(0.02)
+            self.chunk(f"data: {json.dumps({'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n")
+            self.chunk("data: [DONE]\n\n")
+        elif prompt == "inline":  # a server that leaves the model's <think> block in the text
+            for text in ("<think>Two and", " two make four.</thi", "nk>\n\nFo", "ur"):
+                self.event(text)
+                time.sleep(0.02)
+            self.event("", "length")
+            self.chunk("data: [DONE]\n\n")
         elif prompt == "cut":
             self.event(" one")
         elif prompt == "stall":
@@ -217,7 +232,7 @@ class Misbehaving(BaseHTTPRequestHandler):
         elif prompt == "error":
             self.chunk('data: {"error": {"message": "engine died"}}\n\n')
         self.chunk("")  # the last chunk: the body ends (the connection may stay)
-        self.close_connection = prompt not in ("ok", "multi", "usage", "drop")
+        self.close_connection = prompt not in ("ok", "multi", "usage", "drop", "think", "inline")
 
 
 @pytest.fixture(scope="module")
@@ -423,3 +438,33 @@ def test_a_bad_trace_line_is_one_error_naming_its_line(tmp_path, line, says):
     with pytest.raises(ConfigError) as caught:
         load_trace(str(trace), 16)
     assert f"{trace}:2" in caught.value.message and says in caught.value.message
+
+
+@pytest.mark.parametrize(("endpoint", "prompt"), [("chat", "think"), ("completions", "inline"), ("completions", "ok")])
+def test_reasoning_and_answer_tokens_are_counted_apart(broken_backend, endpoint, prompt):
+    params = served_params(endpoint=endpoint)
+    streams, seconds = asyncio.run(_window(broken_backend, params, [prompt], None, [0.0]))
+    window = window_figures(streams, seconds, broken_backend.count_tokens, {})
+    stream = streams[0]
+    if prompt == "ok":  # no reasoning: no reasoning figures, and the whole text is the answer
+        assert window["reasoning_tokens"] == window["ttfa_ms"] == [] and answer_text(stream) == " one two three"
+        rows = []
+        _record(Recorder({"run_id": "t"}, RepetitionPolicy(), rows.append), window, {"load": "x"}, {}, {})
+        assert not {"reasoning_tokens", "answer_tokens", "ttfa_ms"} & {row["metric"] for row in rows}
+        return
+    reasoning = {"think": "Two and two make four.", "inline": "<think>Two and two make four.</think>"}[prompt]
+    count = broken_backend.count_tokens
+    assert window["reasoning_tokens"] == count([reasoning]) and window["answer_tokens"] == count(["\n\nFour"])
+    assert answer_text(stream) == "\n\nFour"
+    # The first token is reasoning (ttft counts it as output); the answer's first non-blank text is "Four" (think: the
+    # fourth chunk, after a blank one) or "Fo" (inline: the third, whose head closes the <think> block).
+    answer_at = stream.chunk_times[3 if prompt == "think" else 2]
+    assert window["ttfa_ms"] == [pytest.approx((answer_at - stream.t_send) * 1e3)]
+    assert window["ttft_ms"][0] < window["ttfa_ms"][0]
+    assert window["counted_tokens"] == count([reasoning + "\n\nFour"])[0]
+    rows = []
+    _record(Recorder({"run_id": "t"}, RepetitionPolicy(), rows.append), window, {"load": "x"}, {}, {"prompt_salt": 1})
+    recorded = {row["metric"]: row for row in rows}
+    assert recorded["reasoning_tokens"]["value"] == count([reasoning])[0]
+    assert recorded["answer_tokens"]["value"] == count(["\n\nFour"])[0]
+    assert recorded["ttfa_ms"]["value"] == window["ttfa_ms"][0]

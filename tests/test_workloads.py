@@ -2,6 +2,8 @@
 GGUF: a shared system prompt with the prefix cache on and off, prompts that no second run repeats, the server's
 usage counts and /metrics beside bench's figures, and a trace replayed from a suite and from `bench serve-bench`."""
 
+import os
+
 import pytest
 from conftest import by_load
 from test_llamacpp import needs_build
@@ -16,7 +18,7 @@ from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
 from harness.results.store import read_rows
 from harness.results.tables import summary_rows
-from harness.scenarios.served import run_served
+from harness.scenarios.served import PromptSource, run_served
 
 pytestmark = [pytest.mark.slow, needs_build]
 PROMPT, SYSTEM = 64, 48
@@ -58,11 +60,17 @@ def test_a_shared_system_prompt_is_served_from_the_cache_only_when_it_is_on_and_
     figures = figures_of(backend, shared_prefix={"tokens": SYSTEM, "share": 1.0}, prefix_cache=["on", "off"])
     on, off = figures["concurrency=1"], figures["concurrency=1 prefix_cache=off"]
     hit = on["prefix_cache_hit_rate"]
-    # Every request after the warm-up's carries the run's system prompt: its tokens, give or take a merge at the
-    # boundary, come from the cache; with the cache off, none do.
     assert hit["stats"]["source"] == "timings" and hit["stats"]["prompt_tokens"] == 6 * PROMPT
-    assert (SYSTEM - 2) / PROMPT <= hit["value"] <= (SYSTEM + 2) / PROMPT
-    assert off["prefix_cache_hit_rate"]["value"] == 0
+    # Every request after the warm-up's carries the run's system prompt, so each can take from the cache the longest
+    # token prefix it shares with a prompt sent before it: the system prompt's tokens, and any that re-tokenizing
+    # the text merges across the boundary. The run's salt gives its prompts again, to count those prefixes here.
+    params = {**scenario("served").params, "prompt_tokens": PROMPT, "shared_prefix": {"tokens": SYSTEM, "share": 1.0}}
+    sent = [backend.tokenizer(p).input_ids for p in PromptSource(backend, params, hit["stats"]["prompt_salt"]).take(7)]
+    shared = [max(len(os.path.commonprefix([ids, earlier])) for earlier in sent[:i]) for i, ids in enumerate(sent)
+              if i]
+    assert all(SYSTEM - 2 <= length <= SYSTEM + 4 for length in shared)
+    assert hit["stats"]["cached_tokens"] == pytest.approx(sum(shared), abs=6)  # a token a request, at most
+    assert off["prefix_cache_hit_rate"]["value"] == 0  # with the cache off, none
     unshared = figures_of(backend, shared_prefix={"tokens": SYSTEM, "share": 0.0})["concurrency=1"]
     assert unshared["prefix_cache_hit_rate"]["value"] < 0.05
 

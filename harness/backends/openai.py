@@ -46,6 +46,7 @@ class Stream:
     server_prompt_tokens: int | None = None  # its prompt_tokens
     server_cached_tokens: int | None = None  # its prompt_tokens_details.cached_tokens, where it says
     server_timings: dict | None = None  # the server's own timings of the request, where it sends them (llama.cpp)
+    chunk_kinds: list[str] = field(default_factory=list)  # each chunk's "answer" or "reasoning" (reasoning_content)
     t_scheduled: float | None = None  # when the window meant to send it (its start + the request's offset)
     counted_tokens: int | None = None  # bench's count of its output (the model's tokenizer on the text)
 
@@ -68,12 +69,42 @@ def token_times(stream: Stream, count_tokens) -> list[float]:
     return times
 
 
-def _chunk_text(event: dict, endpoint: str) -> tuple[str, bool]:
-    """The text an event adds and whether it says the generation finished."""
+def _chunk_text(event: dict, endpoint: str) -> tuple[str, str, bool]:
+    """The answer text and the reasoning text an event adds (a chat delta's reasoning_content, or vLLM's
+    `reasoning`), and whether it says the generation finished."""
     choices = event.get("choices") or [{}]
     choice = choices[0]
-    text = choice.get("text") if endpoint == "completions" else (choice.get("delta") or {}).get("content")
-    return text or "", bool(choice.get("finish_reason"))
+    if endpoint == "completions":
+        return choice.get("text") or "", "", bool(choice.get("finish_reason"))
+    delta = choice.get("delta") or {}
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    return delta.get("content") or "", reasoning, bool(choice.get("finish_reason"))
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_reasoning(stream: Stream) -> tuple[str, str, float | None] | None:
+    """A response's reasoning text, its answer text and when the answer's first non-blank text arrived (METRICS.md
+    reasoning.v1): chunks the server marked as reasoning, or a leading <think> block of the text; None where the
+    response holds no reasoning."""
+    texts, kinds = stream.chunk_texts, stream.chunk_kinds
+    if "reasoning" in kinds:
+        answer = [(t, text) for t, text, kind in zip(stream.chunk_times, texts, kinds, strict=True) if kind == "answer"]
+        reasoning = "".join(text for text, kind in zip(texts, kinds, strict=True) if kind == "reasoning")
+    else:
+        whole = "".join(texts)
+        if not whole.lstrip().startswith(THINK_OPEN):
+            return None
+        end = whole.find(THINK_CLOSE)
+        end = len(whole) if end < 0 else end + len(THINK_CLOSE)
+        reasoning, answer, seen = whole[:end], [], 0
+        for arrived, text in zip(stream.chunk_times, texts, strict=True):
+            if seen + len(text) > end:
+                answer.append((arrived, text[max(0, end - seen):]))
+            seen += len(text)
+    first = next((arrived for arrived, text in answer if text.strip()), None)
+    return reasoning, "".join(text for _, text in answer), first
 
 
 async def stream_request(client: httpx.AsyncClient, endpoint: str, body: dict, timeout_s: float) -> Stream:
@@ -90,6 +121,12 @@ async def stream_request(client: httpx.AsyncClient, endpoint: str, body: dict, t
         stream.error = one_line(exc)
     stream.t_end = time.perf_counter()
     return stream
+
+
+def answer_text(stream: Stream) -> str:
+    """What a response answered: its text less any reasoning (a chat client sends only that back)."""
+    parts = split_reasoning(stream)
+    return parts[1] if parts else "".join(stream.chunk_texts)
 
 
 async def _exchange(client: httpx.AsyncClient, request: httpx.Request, endpoint: str, stream: Stream) -> None:
@@ -152,10 +189,12 @@ def _take_event(line: bytes, endpoint: str, stream: Stream, arrived: float) -> s
         stream.server_cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     if event.get("timings"):
         stream.server_timings = event["timings"]
-    text, finish = _chunk_text(event, endpoint)
-    if text:
-        stream.chunk_times.append(arrived)
-        stream.chunk_texts.append(text)
+    text, reasoning, finish = _chunk_text(event, endpoint)
+    for kind, part in (("reasoning", reasoning), ("answer", text)):
+        if part:
+            stream.chunk_times.append(arrived)
+            stream.chunk_texts.append(part)
+            stream.chunk_kinds.append(kind)
     return "finished" if finish else None
 
 

@@ -146,6 +146,15 @@ METRICS: dict[str, Metric] = {
                                          "slope of each request's ttft_ms against its prompt's tokens (the "
                                          "conversation so far, through the chat template), per 1,000 tokens; its "
                                          "stderr and the requests' prompt_token_range beside it", "exact"),
+    "reasoning_tokens": _m("tok", "reasoning.v1", "neither", "served requests that reason: tokens of the reasoning "
+                           "(the chunks a server sends as reasoning_content, or a leading <think>...</think> block, "
+                           "tags included), by the model's tokenizer; the server's reasoning_tokens beside it where "
+                           "its usage gives them", "mean"),
+    "answer_tokens": _m("tok", "reasoning.v1", "neither", "served requests that reason: tokens of the text after the "
+                        "reasoning, by the model's tokenizer", "mean"),
+    "ttfa_ms": _m("ms", "reasoning.v1", "lower", "time to the first answer token of a request that reasons: t_send to "
+                  "the arrival of the first non-blank text after its reasoning (ttft_ms counts reasoning tokens as "
+                  "output; a request that never answers has none)", AIPerf="time_to_first_output_token"),
     "schedule_lag_ms": _m("ms", "lag.v1", "lower", "trace replay: each request's send time after the window's start "
                           "minus its scheduled arrival (the trace's timestamp over time_scale); p99 and max beside "
                           "the median"),

@@ -20,7 +20,7 @@ from collections import Counter
 from scipy import stats
 
 from harness.backends.base import Generation
-from harness.backends.openai import Stream, token_times
+from harness.backends.openai import Stream, answer_text, split_reasoning, token_times
 from harness.backends.server_metrics import ServerMetrics
 from harness.errors import ConfigError
 from harness.measure import roofline
@@ -121,7 +121,7 @@ async def _window(backend, params: dict, prompts: list[str], concurrency: int | 
 def window_figures(streams: list[Stream], seconds: float, count_tokens, slo: dict) -> dict:
     """Per-request samples and window figures of one load point."""
     samples: dict[str, list] = {name: [] for name in PER_REQUEST}
-    gaps, errors, tokens, counted, chunks, good, lags = [], Counter(), 0, 0, 0, 0, []
+    gaps, errors, tokens, counted, chunks, good, lags, reasoning = [], Counter(), 0, 0, 0, 0, [], []
     for stream in streams:
         times = token_times(stream, count_tokens) if not stream.error else []
         stream.counted_tokens = len(times)
@@ -142,13 +142,27 @@ def window_figures(streams: list[Stream], seconds: float, count_tokens, slo: dic
         chunks += len(stream.chunk_times)
         tokens += stream.server_tokens or len(times)
         lags.append((stream.t_send - stream.t_scheduled) * 1e3 if stream.t_scheduled is not None else None)
+        if parts := split_reasoning(stream):
+            reasoning.append((*parts, stream.t_send))
         # An undefined tpot (one token) cannot break its limit.
         good += all(figures[name] is None or figures[name] <= limit for name, limit in slo.items()
                     if name in PER_REQUEST)
     # tokens: the server's count of each request where it gave one, else ours; counted: ours (the stamped tokens).
     return {**samples, "itl_ms": [gap * 1e3 for gap in gaps], "tokens": tokens, "counted_tokens": counted,
             "chunks": chunks, "completed": len(streams) - sum(errors.values()), "errors": errors, "good": good,
-            "seconds": seconds, "schedule_lag_ms": [lag for lag in lags if lag is not None]}
+            "seconds": seconds, "schedule_lag_ms": [lag for lag in lags if lag is not None],
+            **_reasoning_figures(reasoning, count_tokens)}
+
+
+def _reasoning_figures(parts: list[tuple], count_tokens) -> dict[str, list]:
+    """Of the requests that reasoned (split_reasoning's parts, with each stream): reasoning and answer tokens, and
+    the time to the first answer token (METRICS.md reasoning.v1)."""
+    if not parts:
+        return {"reasoning_tokens": [], "answer_tokens": [], "ttfa_ms": []}
+    reasoning = count_tokens([text for text, _, _, _ in parts])
+    answers = count_tokens([text for _, text, _, _ in parts])
+    return {"reasoning_tokens": reasoning, "answer_tokens": answers,
+            "ttfa_ms": [(first - t_send) * 1e3 for _, _, first, t_send in parts if first is not None]}
 
 
 def usage_figures(streams: list[Stream], prompt_counts: list[int]) -> dict[str, tuple[list[int], list[int]]]:
@@ -213,6 +227,10 @@ def _record(recorder: Recorder, window: dict, params: dict, slo: dict, salt: dic
                         meets_slo=meets_slo(window, slo), **salt)
     recorder.figure("failed_requests", [sum(window["errors"].values())], params, errors=dict(window["errors"]),
                     **salt)
+    if window["reasoning_tokens"]:
+        for name in ("reasoning_tokens", "answer_tokens", "ttfa_ms"):
+            recorder.figure(name, window[name], params, **({"value": sum(window[name]) / len(window[name])}
+                                                           if name != "ttfa_ms" else {}), **salt)
 
 
 def _record_server_side(recorder: Recorder, streams: list[Stream], window: dict, prompt_counts: list[int],
@@ -345,7 +363,7 @@ async def _conversations(backend, params: dict, turns: list[list[str]], prefix_c
                                                 prefix_cache))
             if streams[-1].error:
                 break
-            history.append({"role": "assistant", "content": "".join(streams[-1].chunk_texts)})
+            history.append({"role": "assistant", "content": answer_text(streams[-1])})
         return streams, sent
 
     async with backend.connections(len(turns)), server_metrics:
