@@ -197,3 +197,30 @@ scenarios:
         assert figures[setting]["server_requests_running"]["stats"]["max"] <= 2
         assert figures[setting]["server_preemptions"]["value"] == 0
         assert figures[setting]["usage_mismatch_prompt"]["value"] == 0
+
+
+def test_a_speculating_vllm_reports_its_acceptance_and_answers_as_greedy_decoding_does(smollm2, smollm2_backend,
+                                                                                     tmp_path):
+    """vLLM's n-gram speculation (prompt lookup, 3 draft tokens a step) on passkey prompts, whose filler repeats:
+    the acceptance from its /metrics, and greedy completions equal to transformers' without speculation."""
+    speculation = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1}
+    args = ["--enforce-eager", "--max-model-len", "1024", "--speculative-config", json.dumps(speculation)]
+    suite = tmp_path / "spec-vllm.yaml"
+    suite.write_text(f"""name: spec-vllm
+models: ["{smollm2.path}"]
+backends: [openai]
+dtype: fp32
+server: {{launch: vllm, python: "{VLLM_PYTHON}", args: {json.dumps(args)}, start_timeout_s: 600}}
+scenarios:
+  - {{name: served, prompts: passkey_128, requests: 4, output_tokens: 16, concurrency: [1]}}
+  - {{name: quality, task: arithmetic, limit: 3}}
+""")
+    out = tmp_path / "run"
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    rows = {r["metric"]: r for r in read_rows(out / "rows.jsonl") if r["status"] == "ok"}
+    rate, length = rows["spec_acceptance_rate"], rows["spec_mean_accepted_length"]
+    assert rate["stats"]["draft_tokens"] == 3 * rate["stats"]["drafts"] > 0
+    assert 0 < rate["value"] <= 1 and length["value"] == pytest.approx(1 + 3 * rate["value"])
+    sums = tasks.prepare(tasks.load_task("arithmetic"), limit=3, seed=1234)
+    expected = smollm2_backend.generate_text(sums.contexts, sums.task.max_new_tokens, list(sums.task.stop))
+    assert rows["exact_match"]["stats"]["completions"] == expected

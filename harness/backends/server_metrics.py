@@ -22,6 +22,9 @@ COUNTERS = {
     "server_preemptions": ("vllm:num_preemptions",),
     "prefix_cache_hits": ("vllm:prefix_cache_hits",),
     "prefix_cache_queries": ("vllm:prefix_cache_queries",),
+    "spec_drafts": ("vllm:spec_decode_num_drafts",),
+    "spec_draft_tokens": ("vllm:spec_decode_num_draft_tokens",),
+    "spec_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens",),
 }
 
 

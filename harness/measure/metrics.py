@@ -155,6 +155,13 @@ METRICS: dict[str, Metric] = {
     "ttfa_ms": _m("ms", "reasoning.v1", "lower", "time to the first answer token of a request that reasons: t_send to "
                   "the arrival of the first non-blank text after its reasoning (ttft_ms counts reasoning tokens as "
                   "output; a request that never answers has none)", AIPerf="time_to_first_output_token"),
+    "spec_acceptance_rate": _m("fraction", "spec.v1", "higher", "speculative decoding: draft tokens the target "
+                               "model accepted / draft tokens proposed, over the window (vLLM /metrics: the deltas "
+                               "of spec_decode_num_accepted_tokens / spec_decode_num_draft_tokens)", "exact",
+                               vllm="Acceptance rate"),
+    "spec_mean_accepted_length": _m("tok", "spec.v1", "higher", "speculative decoding: tokens each verification step "
+                                    "yields, 1 + accepted draft tokens / drafts (the target's own token counts), "
+                                    "over the window", "exact", vllm="Mean acceptance length"),
     "schedule_lag_ms": _m("ms", "lag.v1", "lower", "trace replay: each request's send time after the window's start "
                           "minus its scheduled arrival (the trace's timestamp over time_scale); p99 and max beside "
                           "the median"),

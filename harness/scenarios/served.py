@@ -250,10 +250,21 @@ def _record_server_side(recorder: Recorder, streams: list[Stream], window: dict,
         recorder.figure(name, samples, params, max=max(samples), interval_s=server.interval_s, **salt)
     if "server_preemptions" in server.counters:
         recorder.figure("server_preemptions", [server.counters["server_preemptions"]], params, **salt)
+    _record_speculation(recorder, server.counters, params, salt)
     if params.get("rate_req_s") or params.get("trace"):
         lags = window["schedule_lag_ms"]
         recorder.figure("schedule_lag_ms", lags, params, p99=percentile(lags, 99), max=max(lags, default=None),
                         **salt)
+
+
+def _record_speculation(recorder: Recorder, counters: dict[str, float], params: dict, salt: dict) -> None:
+    """A speculating server's acceptance over the window (METRICS.md spec.v1), where it drafted any tokens."""
+    drafts, drafted, accepted = (counters.get(name) for name in ("spec_drafts", "spec_draft_tokens",
+                                                                 "spec_accepted_tokens"))
+    if drafts and drafted and accepted is not None:
+        counts = {"drafts": drafts, "draft_tokens": drafted, "accepted_tokens": accepted, "source": "/metrics"}
+        recorder.figure("spec_acceptance_rate", [accepted / drafted], params, **counts, **salt)
+        recorder.figure("spec_mean_accepted_length", [1 + accepted / drafts], params, **counts, **salt)
 
 
 class _LoadPoints:
