@@ -166,25 +166,30 @@ scenarios:
     assert http_get(info["base_url"], "/health", timeout_s=2)[0] == 0  # stopped with the suite
 
 
+def run_served_vllm(model, tmp_path: Path, args: list[str], scenarios: list[str]) -> list[dict]:
+    """The rows of `bench run` on a suite of `scenarios` (YAML flow mappings) through a vLLM server that bench starts
+    with `args` (eager: a start in seconds)."""
+    suite = tmp_path / "served-vllm.yaml"
+    suite.write_text(f"""name: served-vllm
+models: ["{model.path}"]
+backends: [openai]
+dtype: fp32
+server: {{launch: vllm, python: "{VLLM_PYTHON}", args: {json.dumps(["--enforce-eager", *args])}, start_timeout_s: 600}}
+scenarios:
+""" + "".join(f"  - {scenario}\n" for scenario in scenarios))
+    out = tmp_path / "run"
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    return read_rows(out / "rows.jsonl")
+
+
 def test_a_served_vllm_reports_prefix_cache_hits_and_its_gauges_from_its_metrics(smollm2, tmp_path):
     """A system prompt of 64 of the 96 prompt tokens, shared by every request (the warm-up's too): vLLM's /metrics
     counts its cached blocks (whole blocks: 32 tokens here, not the CPU backend's default 128, which a 64-token
     prefix would never fill) with the prefix cache on, none with a cache_salt of each request's own."""
-    suite = tmp_path / "prefix-vllm.yaml"
-    args = ["--enforce-eager", "--max-model-len", "512", "--block-size", "32"]
-    suite.write_text(f"""name: prefix-vllm
-models: ["{smollm2.path}"]
-backends: [openai]
-dtype: fp32
-server: {{launch: vllm, python: "{VLLM_PYTHON}", args: {json.dumps(args)}, start_timeout_s: 600}}
-scenarios:
-  - {{name: served, requests: 4, prompt_tokens: 96, output_tokens: 4, concurrency: [2], metrics_interval_s: 0.2,
-      shared_prefix: {{tokens: 64, share: 1.0}}, prefix_cache: [on, off]}}
-""")
-    out = tmp_path / "run"
-    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    scenarios = ["{name: served, requests: 4, prompt_tokens: 96, output_tokens: 4, concurrency: [2], "
+                 "metrics_interval_s: 0.2, shared_prefix: {tokens: 64, share: 1.0}, prefix_cache: [on, off]}"]
     figures = {}
-    for row in read_rows(out / "rows.jsonl"):
+    for row in run_served_vllm(smollm2, tmp_path, ["--max-model-len", "512", "--block-size", "32"], scenarios):
         if "load" in row["params"]:
             figures.setdefault(row["params"]["prefix_cache"], {})[row["metric"]] = row
     on, off = figures["on"]["prefix_cache_hit_rate"], figures["off"]["prefix_cache_hit_rate"]
@@ -204,20 +209,10 @@ def test_a_speculating_vllm_reports_its_acceptance_and_answers_as_greedy_decodin
     """vLLM's n-gram speculation (prompt lookup, 3 draft tokens a step) on passkey prompts, whose filler repeats:
     the acceptance from its /metrics, and greedy completions equal to transformers' without speculation."""
     speculation = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1}
-    args = ["--enforce-eager", "--max-model-len", "1024", "--speculative-config", json.dumps(speculation)]
-    suite = tmp_path / "spec-vllm.yaml"
-    suite.write_text(f"""name: spec-vllm
-models: ["{smollm2.path}"]
-backends: [openai]
-dtype: fp32
-server: {{launch: vllm, python: "{VLLM_PYTHON}", args: {json.dumps(args)}, start_timeout_s: 600}}
-scenarios:
-  - {{name: served, prompts: passkey_128, requests: 4, output_tokens: 16, concurrency: [1]}}
-  - {{name: quality, task: arithmetic, limit: 3}}
-""")
-    out = tmp_path / "run"
-    assert main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
-    rows = {r["metric"]: r for r in read_rows(out / "rows.jsonl") if r["status"] == "ok"}
+    args = ["--max-model-len", "1024", "--speculative-config", json.dumps(speculation)]
+    scenarios = ["{name: served, prompts: passkey_128, requests: 4, output_tokens: 16, concurrency: [1]}",
+                 "{name: quality, task: arithmetic, limit: 3}"]
+    rows = {r["metric"]: r for r in run_served_vllm(smollm2, tmp_path, args, scenarios) if r["status"] == "ok"}
     rate, length = rows["spec_acceptance_rate"], rows["spec_mean_accepted_length"]
     assert rate["stats"]["draft_tokens"] == 3 * rate["stats"]["drafts"] > 0
     assert 0 < rate["value"] <= 1 and length["value"] == pytest.approx(1 + 3 * rate["value"])
