@@ -229,6 +229,13 @@ def figures(out: Path) -> collections.Counter:
                                for r in read_rows(out / "rows.jsonl"))
 
 
+def resume_or_start(suite: Path, out: Path) -> tuple[subprocess.Popen, bool]:
+    """--resume where the killed run recorded its plan (resolved_config.yaml); a fresh run where it was killed before
+    (then the folder holds no rows, and `bench run --out` takes it again)."""
+    resuming = (out / "resolved_config.yaml").exists()
+    return (bench("--resume", str(out)) if resuming else bench("--suite", str(suite), "--out", str(out))), resuming
+
+
 # Three seeded rounds by default; BENCH_KILL_SEEDS=40 runs forty (for a soak, not for every commit).
 @pytest.mark.parametrize("seed", range(1, 1 + int(os.environ.get("BENCH_KILL_SEEDS", "3"))))
 def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_path, uninterrupted, seed):
@@ -236,15 +243,14 @@ def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_p
     out, rng = tmp_path / "run", random.Random(seed)
     kills = resumes = 0
     for _ in range(3):
-        resuming = (out / "resolved_config.yaml").exists()
-        run = bench("--resume", str(out)) if resuming else bench("--suite", str(suite), "--out", str(out))
+        run, resuming = resume_or_start(suite, out)
         resumes += resuming
         try:
             # Within the first 60% of an uninterrupted run's time: a fresh run is always cut, a resumed one may end.
-            run.communicate(timeout=rng.uniform(0, 0.6 * wall_s))
+            _, err = run.communicate(timeout=rng.uniform(0, 0.6 * wall_s))
             break  # it finished before its moment came
         except subprocess.TimeoutExpired:
-            kill(run)
+            _, err = kill(run)
             kills += 1
         if (out / "rows.jsonl").exists():  # every row written before the kill reads back; at most the last is torn
             bad = []
@@ -252,10 +258,10 @@ def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_p
             lines = (out / "rows.jsonl").read_text().count("\n")
             assert not bad or (len(bad) == 1 and bad[0].startswith(f"{out / 'rows.jsonl'}:{lines + 1}:"))
     if run.returncode != 0:
-        run = bench("--resume", str(out))
-        resumes += 1
-        finish(run)
-    assert run.returncode == 0
+        run, resuming = resume_or_start(suite, out)
+        resumes += resuming
+        _, err = finish(run)
+    assert run.returncode == 0, err
     got = figures(out)
     lost, duplicated = expected - got, [k for k, n in got.items() if n > 1]
     print(f"seed {seed}: {kills} kills at random moments, {resumes} resumes, {sum(lost.values())} lost rows, "
