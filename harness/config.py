@@ -39,12 +39,24 @@ class EngineSettings(Spec):
     # transformers across devices (accelerate): a placement, and each device's limit ({0: 20GiB, cpu: 64GiB}).
     device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = None
     max_memory: dict | None = None
+    # transformers' assisted generation (speculative decoding), latency scenario only (it takes one sequence): draft
+    # tokens from n-grams of the sequence so far, so many at a time, or from a smaller model with the same tokenizer
+    # (an alias or a folder), checked by the model in one forward pass.
+    prompt_lookup_num_tokens: PositiveInt | None = None
+    assistant_model: Name | None = None
+
+    @property
+    def speculative(self) -> bool:
+        return self.prompt_lookup_num_tokens is not None or self.assistant_model is not None
 
     @model_validator(mode="after")
     def _consistent(self):
         given = self.model_dump(exclude_none=True)
         if given and self.step is None:
             raise refuse("missing required field 'step' (it names the setting)")
+        if self.prompt_lookup_num_tokens is not None and self.assistant_model is not None:
+            raise refuse("takes prompt_lookup_num_tokens or assistant_model, not both: each is a way of drafting",
+                         ("assistant_model",))
         if self.max_memory is not None:
             if self.device_map is None:
                 raise refuse("applies only with a device_map", ("max_memory",))
@@ -105,6 +117,15 @@ class ScenarioBase(Spec):
     unknown_field: ClassVar[str] = "unknown parameter of the scenario"
     models: Annotated[tuple[Name, ...], Field(default=())]
     backends: Annotated[tuple[Name, ...], KnownBackends, Field(default=())]
+
+    @model_validator(mode="after")
+    def _speculation_in_latency_only(self):
+        engine = getattr(self, "engine", None)
+        if engine is not None and engine.speculative and self.name != "latency":
+            raise refuse("speculative decoding (prompt_lookup_num_tokens, assistant_model) is measured in scenario "
+                         "latency: transformers' assisted generation takes one sequence at a time", ("engine",),
+                         hint="a server's speculation: scenario served on a server started with it")
+        return self
 
     @property
     def params(self) -> dict:
@@ -333,6 +354,12 @@ class SuiteSpec(Spec):
                 if model not in self.models:
                     raise refuse(f"{model!r} is not one of the suite's models", ("scenarios", i, "models", j))
         return self
+
+    @property
+    def assistant_models(self) -> tuple[str, ...]:
+        """The draft models that scenarios' engine settings name (assistant_model): prepared with the suite's own."""
+        named = (getattr(s, "engine", None) for s in self.scenarios)
+        return tuple(dict.fromkeys(e.assistant_model for e in named if e is not None and e.assistant_model))
 
     def measure_of(self, scenario: ScenarioBase) -> MeasureSpec:
         """The policy a scenario's figures are measured by: its own where it has one, else the suite's."""

@@ -48,6 +48,7 @@ class Cell:
     allow_pickle: bool = False
     server: dict | None = None  # the OpenAI-compatible server of an `openai` cell (ServerPool.attach)
     isolate: bool = False  # a worker of its own (the suite's isolate_cells)
+    assistant_path: str | None = None  # the draft model's weights, where the engine settings name one
 
     @property
     def cell_id(self) -> str:
@@ -86,7 +87,7 @@ def prepare_models(suite: SuiteSpec, online: bool, allow_pickle: bool = False) -
     from harness import zoo
 
     prepared: dict[str, object] = {}
-    for name in suite.models:
+    for name in dict.fromkeys([*suite.models, *suite.assistant_models]):
         try:
             prepared[name] = zoo.resolve(name, online=online, progress=True, allow_pickle=allow_pickle)
         except UnknownNameError:
@@ -125,6 +126,7 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str,
                 problem = model.message if isinstance(model, BenchError) else None
                 if problem is None and scenario.name == "quality":
                     problem = data_problems.get(scenario.params["task"])
+                assistant, problem = _assistant(scenario, backend, models, problem)
                 resolved = None if problem else model
                 cells.append(Cell(
                     model=model_name,
@@ -136,8 +138,23 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str,
                     unavailable=problem,
                     memory_limit_mib=suite.cell_memory_limit_mib, trust_remote_code=model_name in trust_remote_code,
                     allow_pickle=allow_pickle, isolate=suite.isolate_cells,
+                    assistant_path=str(assistant.path) if assistant and not problem else None,
                 ))
     return cells
+
+
+def _assistant(scenario, backend: str, models: dict[str, object], problem: str | None) -> tuple[object, str | None]:
+    """The draft model a scenario's speculative engine settings name (resolved with the suite's models), and why
+    the cell cannot run where it cannot: speculation in process is transformers' assisted generation."""
+    engine = getattr(scenario, "engine", None)
+    if problem or engine is None or not engine.speculative:
+        return None, problem
+    if backend != "transformers":
+        return None, (f"engine speculation (prompt_lookup_num_tokens, assistant_model) is transformers' assisted "
+                      f"generation, not {backend}'s: measure a server's own speculation with scenario served")
+    draft = models.get(engine.assistant_model) if engine.assistant_model else None
+    return draft, (f"assistant model {engine.assistant_model}: {draft.message}"
+                   if isinstance(draft, BenchError) else None)
 
 
 @dataclass

@@ -57,6 +57,8 @@ class LoadedModel:
         options = {**engine, "trust_remote_code": cell.trust_remote_code, "allow_pickle": cell.allow_pickle}
         if cell.server:
             options["server"] = cell.server
+        if cell.assistant_path:
+            options["assistant_model"] = cell.assistant_path
         backend.load(Path(cell.model_path), cell.device, engine.get("dtype", cell.dtype), options)
         return cls(backend, peak_rss_mib())
 

@@ -111,6 +111,23 @@ def test_efficiency_counts_only_quality_preserving_settings():
     assert verdict("efficiency.algorithms", unknown).verdict == "not supported"
 
 
+def test_a_speculative_step_counts_only_where_its_output_equals_the_plain_greedy_output():
+    lookup = "8 sdpa + prompt lookup"
+
+    def rows(equal: bool) -> list[dict]:
+        ladder_rows = ladder(**{NAIVE: (10.0, 0.2, 60.0), lookup: (25.0, 0.5, None)})  # no perplexity row
+        accepted = row("m", "spec_acceptance_rate", [0.7, 0.7, 0.7], value=0.7, engine_step=lookup, batch_size=1,
+                       stats={"output_equals_plain": equal})
+        return ladder_rows + [accepted]
+
+    same = verdict("efficiency.algorithms", rows(True))
+    assert same.verdict == "supported" and same.figures["best_quality_preserving_setting"] == lookup
+    assert same.figures[f"spec_acceptance_rate[{lookup}]"] == 0.7 and f"perplexity_ratio[{lookup}]" not in same.figures
+    differs = verdict("efficiency.algorithms", rows(False))
+    assert differs.verdict == "not supported" and "not counted" in differs.figures[f"speedup[{lookup}]"]
+    assert differs.figures[f"output_equals_plain[{lookup}]"] is False
+
+
 def test_engines_are_their_own_axis_with_speed_weights_and_the_same_tasks_score():
     rows = ladder(**{NAIVE: (10.0, 0.2, 60.0), "2 sdpa attention": (11.0, 0.3, 60.0)})
     in_process = {**row("m", "decode_tok_s", timed(20.0, 1.0), batch_size=1, prompt_tokens=128, output_tokens=32),
@@ -138,9 +155,9 @@ def test_engines_are_their_own_axis_with_speed_weights_and_the_same_tasks_score(
 
 def test_batching_is_its_own_axis_never_a_step():
     rows = ladder(**{NAIVE: (10.0, 0.2, 60.0), "2 sdpa attention": (11.0, 0.3, 60.0)})
-    batched = row("m", "decode_tok_s", timed(160.0, 2.0), scenario="throughput", engine_step="8 batch 16",
+    batched = row("m", "decode_tok_s", timed(160.0, 2.0), scenario="throughput", engine_step="9 batch 16",
                   batch_size=16, prompt_tokens=64, output_tokens=16)
-    tpot = {**row("m", "tpot_ms", timed(100.0), scenario="throughput", engine_step="8 batch 16", batch_size=16),
+    tpot = {**row("m", "tpot_ms", timed(100.0), scenario="throughput", engine_step="9 batch 16", batch_size=16),
             "cell_id": batched["cell_id"]}
     tensor_parallel = row("m", "decode_tok_s", timed(40.0), engine_step="tp2", batch_size=1)
     result = verdict("efficiency.algorithms", rows + [batched, tpot, tensor_parallel])

@@ -17,13 +17,17 @@ class Generation:
 
     `t_send` is the host clock (time.perf_counter) when the batch was issued; `token_times[i]` is when output
     token i + 1 of every sequence became available to the caller, read after a device synchronisation.
-    In-process engines produce one token per sequence per step, so the times are shared by the batch.
+    In-process engines produce one token per sequence per step, so the times are shared by the batch; with
+    speculative decoding (one sequence) a step may make several tokens available at once, which share its time.
     """
 
     new_token_ids: list[list[int]]
     t_send: float
     token_times: list[float]
     kv_cache_bytes: int | None = None
+    # With speculative decoding: the model's forward steps (the prompt's included) and the draft tokens it checked.
+    steps: int | None = None
+    draft_tokens: int | None = None
 
 
 @dataclass

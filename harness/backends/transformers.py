@@ -34,17 +34,59 @@ MIN_SHARED_PREFIX = 8
 
 
 class _TokenClock(StoppingCriteria):
-    """generate() calls its stopping criteria once per new token, right after that token is chosen: the moment
-    it becomes available to the caller. We synchronise the device and read the host clock there; it never stops."""
+    """generate() calls its stopping criteria once per step of the model, right after the step's tokens are chosen:
+    the moment they become available to the caller (one token a step; with speculation, each step's accepted draft
+    tokens and the model's own). We synchronise the device, read the host clock and the sequence's length there;
+    it never stops."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, prompt_width: int):
         self.device = device
-        self.times: list[float] = []
+        self.lengths = [prompt_width]
+        self.step_times: list[float] = []
 
     def __call__(self, input_ids, scores, **kwargs):
         synchronize(self.device)
-        self.times.append(time.perf_counter())
+        self.step_times.append(time.perf_counter())
+        self.lengths.append(input_ids.shape[1])
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    @property
+    def token_times(self) -> list[float]:
+        """Each new token's time: that of the step that made it available."""
+        steps = zip(self.step_times, self.lengths[:-1], self.lengths[1:], strict=True)
+        return [t for t, before, after in steps for _ in range(after - before)]
+
+
+class _DraftCounter:
+    """Counts the draft tokens that assisted generation proposes, while it is entered: generate() makes its
+    candidate generator through the model's _get_candidate_generator, whose get_candidates returns the sequence
+    with the drafts appended. (transformers has no public count of drafts; without that method, `drafted` is None.)"""
+
+    def __init__(self, model):
+        self.model = model
+        self.drafted: int | None = 0 if hasattr(model, "_get_candidate_generator") else None
+
+    def __enter__(self) -> "_DraftCounter":
+        if self.drafted is not None:
+            make = self.model._get_candidate_generator
+
+            def counted(*args, **kwargs):
+                generator = make(*args, **kwargs)
+                propose = generator.get_candidates
+
+                def get_candidates(input_ids, *more, **named):
+                    candidates, logits = propose(input_ids, *more, **named)
+                    self.drafted += candidates.shape[1] - input_ids.shape[1]
+                    return candidates, logits
+
+                generator.get_candidates = get_candidates
+                return generator
+
+            self.model._get_candidate_generator = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.model.__dict__.pop("_get_candidate_generator", None)
 
 
 # transformers 5.x renamed the KV cache's argument and output field `past_key_values` to `cache`; the old name is
@@ -160,6 +202,22 @@ class TransformersBackend:
             self.model = quantize(self.model, options["quantize"], self.device, self.dtype)
         if options.get("compile"):
             self._compile_decoding()
+        self.speculation = self._speculation(options, trust)
+
+    def _speculation(self, options: dict, trust: bool) -> dict:
+        """generate()'s arguments for the engine's speculation: prompt lookup, or a draft model loaded beside this
+        one (same device and dtype), which must share this model's tokenizer."""
+        if options.get("prompt_lookup_num_tokens"):
+            return {"prompt_lookup_num_tokens": options["prompt_lookup_num_tokens"]}
+        if not options.get("assistant_model"):
+            return {}
+        path = Path(options["assistant_model"])
+        if AutoTokenizer.from_pretrained(path, trust_remote_code=trust).get_vocab() != self.tokenizer.get_vocab():
+            raise ConfigError(f"assistant model {path.name} has another tokenizer than the model: assisted "
+                              "generation here needs the same vocabulary")
+        draft = AutoModelForCausalLM.from_pretrained(path, dtype=TORCH_DTYPES[self.dtype], trust_remote_code=trust,
+                                                     use_safetensors=None if options.get("allow_pickle") else True)
+        return {"assistant_model": draft.to(self.device).eval()}
 
     def _placement(self, options: dict) -> dict:
         """accelerate's placement of a model larger than one device (engine `device_map`, `max_memory`): its layers
@@ -218,12 +276,18 @@ class TransformersBackend:
             mask[row, width - len(seq):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def generate(self, prompts: list[list[int]], new_tokens: int) -> Generation:
+    def generate(self, prompts: list[list[int]], new_tokens: int, speculate: bool = True) -> Generation:
+        """Greedy generation of exactly `new_tokens` per prompt, timed per token; with the engine's speculation
+        (unless `speculate` is False), also the model's steps and the drafts it checked."""
+        speculation = self.speculation if speculate else {}
+        if speculation and len(prompts) != 1:
+            raise ConfigError(f"speculative decoding takes one sequence at a time, not a batch of {len(prompts)}")
         input_ids, attention_mask = self._left_pad(prompts)
-        clock = _TokenClock(self.device)
+        clock = _TokenClock(self.device, input_ids.shape[1])
+        drafts = _DraftCounter(self.model)
         synchronize(self.device)
         t_send = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), drafts:
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -239,9 +303,12 @@ class TransformersBackend:
                 stopping_criteria=StoppingCriteriaList([clock]),
                 return_dict_in_generate=True,
                 use_cache=True,
+                **speculation,
             )
         new_ids = out.sequences[:, input_ids.shape[1]:].tolist()
-        return Generation(new_ids, t_send, clock.times, _cache_bytes(output_cache(out)))
+        return Generation(new_ids, t_send, clock.token_times, _cache_bytes(output_cache(out)),
+                          steps=len(clock.step_times) if speculation else None,
+                          draft_tokens=drafts.drafted if speculation else None)
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self._loglikelihood_tokens(self.tokens.pairs(requests))

@@ -59,15 +59,29 @@ def _quality_preserving_speedups(p: dict, rows: list[dict], model: str, base: In
             continue
         measured += 1
         speedup = ratio(interval(row, joint_level(2)), base)
-        quality = find(rows, "perplexity", step=step, model=model, task=p["quality_task"])
-        change = quality["value"] / base_perplexity if quality else None
         figures[f"speedup[{step}]"] = speedup.text()
-        figures[f"perplexity_ratio[{step}]"] = round(change, 3) if change is not None else "no perplexity row"
-        if change is not None and change <= p["max_perplexity_ratio"]:
+        if _quality_kept(p, rows, model, step, base_perplexity, figures):
             counted[step] = speedup
         else:
             figures[f"speedup[{step}]"] += " (not counted: quality not kept)"
     return counted, measured
+
+
+def _quality_kept(p: dict, rows: list[dict], model: str, step: str, base_perplexity: float, figures: dict) -> bool:
+    """A speculative step keeps quality where its output equals the model's greedy output without speculation (its
+    acceptance row says; scoring never speculates, so perplexity could not tell); any other step where its
+    perplexity stays within the tolerance of the baseline's."""
+    accepted = find(rows, "spec_acceptance_rate", step=step, model=model, scenario=p["scenario"])
+    if accepted is not None:
+        same = accepted["stats"].get("output_equals_plain") is True
+        figures[f"spec_acceptance_rate[{step}]"] = round(accepted["value"], 3) if accepted["value"] is not None \
+            else "no drafts"
+        figures[f"output_equals_plain[{step}]"] = same
+        return same
+    quality = find(rows, "perplexity", step=step, model=model, task=p["quality_task"])
+    change = quality["value"] / base_perplexity if quality else None
+    figures[f"perplexity_ratio[{step}]"] = round(change, 3) if change is not None else "no perplexity row"
+    return change is not None and change <= p["max_perplexity_ratio"]
 
 
 def _batching_axis(rows: list[dict], batching: dict, model: str, base: Interval) -> dict:

@@ -49,7 +49,8 @@ METRICS: dict[str, Metric] = {
                         "the first token, measured directly at the first decode step (device synchronised)",
                         console="prefill_tok/s", optimum_benchmark="prefill.throughput", llama_bench="pp t/s"),
     "decode_tok_s": _m("tok/s", "decode.v1", "higher", "batch x (n - 1) / (t_n - t_1) at a fixed n (EOS ignored): "
-                       "output tokens per second after the first, summed over the batch", console="decode_tok/s",
+                       "output tokens per second after the first, summed over the batch (speculating in process: "
+                       "the tokens after those that came with the first, over the same time)", console="decode_tok/s",
                        leaderboard=1, optimum_benchmark="decode.throughput", llama_bench="tg t/s"),
     "peak_rss_mib": _m("MiB", "rss.v2", "lower", "the kernel's high-water mark of the worker's resident set "
                        "(VmHWM) over the model's load and the cell: in a worker that earlier cells of the model used, "
@@ -83,7 +84,8 @@ METRICS: dict[str, Metric] = {
                             "tokenizer, after the stop-string cut)", "mean"),
     "eval_s": _m("s", "evaltime.v1", "lower", "wall time of scoring a quality task, the model loaded", "exact"),
     "mbu": _m("fraction", "mbu.v1", "higher", "(weight bytes + KV bytes read per decode step) x steps/s / the "
-              "profile's datasheet memory bandwidth", console="mbu_sheet"),
+              "profile's datasheet memory bandwidth (a step: one token per sequence, or with speculation one "
+              "forward pass of the model; a draft model's reads are not counted)", console="mbu_sheet"),
     "mbu_calibrated": _m("fraction", "mbu.v1", "higher", "as mbu, over this machine's calibrated copy bandwidth",
                          console="mbu_cal"),
     "mfu": _m("fraction", "mfu.v1", "higher", "2 x active params x prefill tok/s / the profile's datasheet dense "
@@ -157,11 +159,13 @@ METRICS: dict[str, Metric] = {
                   "output; a request that never answers has none)", AIPerf="time_to_first_output_token"),
     "spec_acceptance_rate": _m("fraction", "spec.v1", "higher", "speculative decoding: draft tokens the target "
                                "model accepted / draft tokens proposed, over the window (vLLM /metrics: the deltas "
-                               "of spec_decode_num_accepted_tokens / spec_decode_num_draft_tokens)", "exact",
+                               "of spec_decode_num_accepted_tokens / spec_decode_num_draft_tokens) or, in process, "
+                               "over the runs (output tokens - model steps) / drafts", "exact",
                                vllm="Acceptance rate"),
     "spec_mean_accepted_length": _m("tok", "spec.v1", "higher", "speculative decoding: tokens each verification step "
                                     "yields, 1 + accepted draft tokens / drafts (the target's own token counts), "
-                                    "over the window", "exact", vllm="Mean acceptance length"),
+                                    "over the window; in process, output tokens / forward passes of the model "
+                                    "(the prompt's included)", "exact", vllm="Mean acceptance length"),
     "schedule_lag_ms": _m("ms", "lag.v1", "lower", "trace replay: each request's send time after the window's start "
                           "minus its scheduled arrival (the trace's timestamp over time_scale); p99 and max beside "
                           "the median"),

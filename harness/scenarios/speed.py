@@ -24,17 +24,29 @@ def synthetic_prompts(pool: list[int], batch_size: int, prompt_tokens: int, seed
 def generation_figures(gen: Generation, prompt_tokens: int) -> dict[str, float | None]:
     """The per-run figures of one batched generation, by their METRICS.md formulas."""
     batch = len(gen.new_token_ids)
-    n = len(gen.token_times)
     t_1, t_n = gen.token_times[0], gen.token_times[-1]
+    # Tokens after the first step's: n - 1, or fewer where speculation made several available with the first.
+    decoded = len(gen.token_times) - gen.token_times.count(t_1)
     decode_seconds = t_n - t_1
     return {
         "ttft_ms": (t_1 - gen.t_send) * 1e3,
         "e2e_latency_ms": (t_n - gen.t_send) * 1e3,
         "prefill_tok_s": prompt_tokens * batch / (t_1 - gen.t_send),
         # Undefined, not zero, for a single output token.
-        "tpot_ms": decode_seconds / (n - 1) * 1e3 if n > 1 else None,
-        "decode_tok_s": batch * (n - 1) / decode_seconds if n > 1 and decode_seconds > 0 else None,
+        "tpot_ms": decode_seconds / decoded * 1e3 if decoded else None,
+        "decode_tok_s": batch * decoded / decode_seconds if decoded and decode_seconds > 0 else None,
     }
+
+
+def speculation_figures(gen: Generation) -> dict[str, float | None]:
+    """spec.v1 of one speculative generation: draft tokens accepted / proposed, and tokens per step of the model
+    (each step yields its accepted drafts and one token of the model's own)."""
+    tokens, decode_seconds = len(gen.token_times), gen.token_times[-1] - gen.token_times[0]
+    accepted = tokens - gen.steps
+    return {"spec_acceptance_rate": accepted / gen.draft_tokens if gen.draft_tokens else None,
+            "spec_mean_accepted_length": tokens / gen.steps,
+            # The model's steps after the first, per second: each reads the weights once (mbu's rate).
+            "decode_steps_s": (gen.steps - 1) / decode_seconds if decode_seconds > 0 else None}
 
 
 def measure_generation(
@@ -57,6 +69,8 @@ def measure_generation(
         last[:] = [gen]
         figures = generation_figures(gen, prompt_tokens)
         figures["energy_j"] = spent.energy_j if spent else None
+        if gen.steps is not None:
+            figures.update(speculation_figures(gen), steps=gen.steps, draft_tokens=gen.draft_tokens)
         return figures
 
     backend.reset_peak_memory()
@@ -69,6 +83,8 @@ def measure_generation(
         params["engine_step"] = engine_step
     for name in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s"):
         recorder.figure(name, [run[name] for run in series.runs], params, series=series)
+    if last[0].steps is not None:
+        _record_speculation(backend, recorder, series, params, prompts, last[0])
     kv_bytes = last[0].kv_cache_bytes
     if kv_bytes is not None:
         recorder.figure("kv_cache_mib", [kv_bytes / MIB], params)
@@ -82,6 +98,24 @@ def measure_generation(
             recorder.figure(name, [value], params)
 
 
+def _record_speculation(backend: Backend, recorder: Recorder, series: Series, params: dict, prompts,
+                        speculative: Generation) -> None:
+    """Each run's acceptance rate and tokens per step (the value: pooled over the runs), and whether the output
+    equals the model's greedy output without speculation (one more, untimed generation): speculation that changes
+    the output is not the same work done faster."""
+    plain = backend.generate(prompts, len(speculative.token_times), speculate=False).new_token_ids[0]
+    output = speculative.new_token_ids[0]
+    differs = next((i for i, (a, b) in enumerate(zip(plain, output, strict=True)) if a != b), None)
+    drafted, steps = sum(run["draft_tokens"] for run in series.runs), sum(run["steps"] for run in series.runs)
+    tokens = len(output) * len(series.runs)
+    pooled = {"spec_acceptance_rate": (tokens - steps) / drafted if drafted else None,
+              "spec_mean_accepted_length": tokens / steps}
+    for name, value in pooled.items():
+        recorder.figure(name, [run[name] for run in series.runs if run[name] is not None], params, value=value,
+                        series=series, draft_tokens=drafted, steps=steps, output_equals_plain=differs is None,
+                        first_difference=differs)
+
+
 def _output_tok_s(run: dict, params: dict) -> float:
     return params["batch_size"] * params["output_tokens"] / (run["e2e_latency_ms"] / 1e3)
 
@@ -93,8 +127,8 @@ def _record_limits(backend: Backend, recorder: Recorder, series: Series, params:
     # No shape, no roofline: an engine whose weights live in its worker processes (vLLM) does not report one.
     for suffix, gbps, tflops in (("", limits.datasheet_gbps, limits.datasheet_tflops),
                                  ("_calibrated", limits.calibrated_gbps, limits.calibrated_tflops)) if shape else ():
-        if gbps and kv_bytes is not None:
-            decode = [run["decode_tok_s"] for run in runs if run["decode_tok_s"]]
+        if gbps and kv_bytes is not None:  # per step of the model: one token per sequence, unless speculating
+            decode = [run.get("decode_steps_s", run["decode_tok_s"]) for run in runs if run["decode_tok_s"]]
             recorder.figure(f"mbu{suffix}", [roofline.mbu(shape, batch, kv_read, v, gbps) for v in decode],
                             {**params, "peak_gbps": gbps}, series=series)
         if tflops:
