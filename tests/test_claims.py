@@ -325,6 +325,28 @@ def test_reasoning_needs_one_budget_for_both_tasks():
     assert verdict("reasoning.token_overhead", unknown).verdict == "skipped"
 
 
+def thinking_window(reasoning_tokens: list[float], answer_tokens: list[float]) -> list[dict]:
+    """A served window of a model that reasons by itself: per-request reasoning and answer tokens (means)."""
+    load = {"scenario": "served", "cell_id": "m|served", "load": "concurrency=1"}
+    return [row("m", "reasoning_tokens", reasoning_tokens, value=float(np.mean(reasoning_tokens)), **load),
+            row("m", "answer_tokens", answer_tokens, value=float(np.mean(answer_tokens)), **load),
+            row("m", "ttfa_ms", timed(900.0, 50.0), **load), row("m", "ttft_ms", timed(40.0, 5.0), **load)]
+
+
+def test_a_model_that_reasons_by_itself_is_judged_on_its_own_thinking_first():
+    answer = timed(20.0, 2.0, 30)
+    many = verdict("reasoning.token_overhead", thinking_window(timed(200.0, 20.0, 30), answer) + answers(10.0, 15.0))
+    # 1 + 200/20 = 11x, although the prompted tasks of the same run say 1.5x: the model's own thinking decides.
+    assert many.verdict == "supported" and many.figures["ratio"].startswith("11.00 [")
+    assert many.figures["ttfa_ms"] == 900.0 and many.figures["ttft_ms"] == 40.0
+    few = verdict("reasoning.token_overhead", thinking_window(timed(20.0, 2.0, 30), answer))
+    assert few.verdict == "not supported" and few.figures["ratio"].startswith("2.00 [")  # 1 + 20/20
+    spread = verdict("reasoning.token_overhead", thinking_window(timed(40.0, 35.0, 6), timed(20.0, 15.0, 6)))
+    assert spread.verdict == "inconclusive"  # 3x, with an interval on both sides of 3
+    # Without a thinking window, the prompted tasks as before.
+    assert verdict("reasoning.token_overhead", answers(10.0, 15.0)).verdict == "not supported"
+
+
 def test_reasoning_figures_per_answer_with_the_price_the_rows_carry():
     rows = answers(4.0, 40.0) + [row("m", "exact_match", hits(3, 30), task="arithmetic", scenario="quality"),
                                  row("m", "exact_match", hits(9, 30), task="arithmetic_cot", scenario="quality"),

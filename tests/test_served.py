@@ -463,8 +463,16 @@ def test_reasoning_and_answer_tokens_are_counted_apart(broken_backend, endpoint,
     assert window["ttft_ms"][0] < window["ttfa_ms"][0]
     assert window["counted_tokens"] == count([reasoning + "\n\nFour"])[0]
     rows = []
-    _record(Recorder({"run_id": "t"}, RepetitionPolicy(), rows.append), window, {"load": "x"}, {}, {"prompt_salt": 1})
+    context = {"run_id": "t", "model": "m", "scenario": "served", "cell_id": "m|served", "status": "ok"}
+    _record(Recorder(context, RepetitionPolicy(), rows.append), window, {"load": "x"}, {}, {"prompt_salt": 1})
     recorded = {row["metric"]: row for row in rows}
     assert recorded["reasoning_tokens"]["value"] == count([reasoning])[0]
     assert recorded["answer_tokens"]["value"] == count(["\n\nFour"])[0]
     assert recorded["ttfa_ms"]["value"] == window["ttfa_ms"][0]
+    # The reasoning claim reads these rows: tokens per response over tokens of the answer.
+    from harness import claims
+
+    found = next(c for c in claims.load_claims() if c.id == "reasoning.token_overhead")
+    judged = claims.verdict(found, rows)
+    expected = 1 + count([reasoning])[0] / count(["\n\nFour"])[0]
+    assert float(judged.figures["ratio"].split()[0]) == pytest.approx(expected, abs=0.005)

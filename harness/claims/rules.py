@@ -203,8 +203,13 @@ def token_overhead(claim: Claim, rows: list[dict]) -> Verdict:
     """Supported when step-by-step answers take more than `min_token_ratio` times the tokens of direct ones beyond
     the interval of the ratio, not supported when fewer; skipped unless both tasks ran under the same generation
     budget and stop strings (only the prompt may differ). With accuracy per extra token, seconds per answer and,
-    where the rows carry a price, dollars per answer."""
+    where the rows carry a price, dollars per answer. A model that reasons by itself (a served window with
+    reasoning_tokens: its server or its <think> block marks the thinking) is judged on its own responses first:
+    tokens per response over tokens of its answer."""
     p = claim.params
+    thinking = _reasoning_window(claim, rows)
+    if thinking is not None:
+        return thinking
     for model in models(rows):
         direct, reasoning = (find(rows, "tokens_per_answer", model=model, task=p["tasks"][role])
                              for role in ("direct", "reasoning"))
@@ -212,6 +217,29 @@ def token_overhead(claim: Claim, rows: list[dict]) -> Verdict:
             return _token_verdict(claim, rows, model, direct, reasoning)
     return Verdict(claim, "skipped", f"no model has tokens_per_answer for both {p['tasks']['direct']} and "
                                      f"{p['tasks']['reasoning']}")
+
+
+def _reasoning_window(claim: Claim, rows: list[dict]) -> Verdict | None:
+    """The verdict on the first served window whose responses reasoned: (reasoning + answer tokens) / answer tokens,
+    the interval from the two means' (each at the Bonferroni level of two), against `min_token_ratio`."""
+    for thought in select(rows, "reasoning_tokens", scenario="served"):
+        answer = find(rows, "answer_tokens", cell_id=thought["cell_id"], where={"load": thought["params"]["load"]})
+        if answer is None or not answer["value"]:
+            continue
+        level = joint_level(2)
+        share = ratio(interval(thought, level), interval(answer, level))
+        tokens = Interval(share.value + 1, share.low + 1, share.high + 1, f"1 + {share.method}")
+        figures = {"reasoning_tokens": interval(thought, level).text(1), "answer_tokens":
+                   interval(answer, level).text(1), "ratio": tokens.text(), "load": thought["params"]["load"]}
+        for name in ("ttft_ms", "ttfa_ms"):
+            timed = find(rows, name, cell_id=thought["cell_id"], where={"load": thought["params"]["load"]})
+            if timed:
+                figures[name] = round(timed["value"], 1)
+        return Verdict(claim, decide(tokens, claim.params["min_token_ratio"], "above"),
+                       f"{thought['model']}: {tokens.value:.1f}x the tokens of its answers per response "
+                       f"({thought['value']:.1f} reasoning, {answer['value']:.1f} answer; the claim: more than "
+                       f"{claim.params['min_token_ratio']}x)", figures)
+    return None
 
 
 def _budget(row: dict) -> tuple | None:
