@@ -5,6 +5,7 @@ need (torch, transformers, pandas) when they run, so `bench --help` stays fast.
 """
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -342,7 +343,8 @@ SERVE_OPTIONS = {f"scenarios.0.{field}": f"--{option}" for field, option in (
     ("prefix_cache", "prefix-cache"), ("trace", "trace"), ("time_scale", "time-scale"),
     ("block_tokens", "block-tokens"), ("metrics_interval_s", "metrics-interval"), ("conversation", "users"),
     ("conversation.users", "users"),
-    ("conversation.turns", "turns"), ("conversation.think_time_s", "think-time"))} | {
+    ("conversation.turns", "turns"), ("conversation.think_time_s", "think-time"),
+    ("request_fields", "request-fields"))} | {
     "measure.warmup": "--warmup", "server.base_url": "--base-url", "server.model_name": "--model"}
 
 
@@ -404,6 +406,9 @@ def _cmd_serve_bench(
     turns: Annotated[int, typer.Option(metavar="K", help="multi-turn chat: turns per user")] = 3,
     think_time: Annotated[float, typer.Option(metavar="S", help="multi-turn chat: seconds between an answer and "
                                               "the next turn")] = 0.0,
+    request_fields: Annotated[str | None, typer.Option(
+        metavar="JSON", help="more fields of every request, e.g. "
+        "'{\"chat_template_kwargs\": {\"enable_thinking\": true}}'")] = None,
     warmup: Annotated[int, typer.Option(metavar="N", help="untimed requests first")] = 1,
     out: RunOut = None,
     no_progress: NoProgress = False,
@@ -436,12 +441,26 @@ def _served_suite(given: dict):
     if given["users"] is not None:
         scenario["conversation"] = {"users": given["users"], "turns": given["turns"],
                                     "think_time_s": given["think_time"]}
+    if given["request_fields"] is not None:
+        scenario["request_fields"] = _json_object("--request-fields", given["request_fields"])
     suite = {"name": "serve-bench", "description": f"served load against {given['base_url']}",
              "models": [given["tokenizer"] or given["model"]], "backends": ["openai"], "scenarios": [scenario],
              "measure": {"warmup": given["warmup"]},
              "server": {"base_url": given["base_url"], "model_name": given["model"]}}
     options = {**SERVE_OPTIONS, "models": "--tokenizer" if given["tokenizer"] else "--model"}
     return suite_from_data(suite, origin="serve-bench", options=options)
+
+
+def _json_object(option: str, text: str) -> dict:
+    from harness.errors import ConfigError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option}: not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option}: must be a JSON object of request fields, got {text}")
+    return value
 
 
 def _shared_prefix(tokens: int | None, share: float | None) -> dict | None:

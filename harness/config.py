@@ -240,11 +240,25 @@ class Served(ScenarioBase):
     time_scale: PositiveNumber = 1.0
     block_tokens: PositiveInt | None = None  # prompt tokens per hash_id: the trace's (Mooncake's 512)
     conversation: Conversation | None = None
+    # More fields of every request's body, as the server takes them: {chat_template_kwargs: {enable_thinking: true}}
+    # for a Qwen3 that thinks, a llama.cpp `grammar`. Fields bench sets to measure are refused.
+    request_fields: dict | None = None
 
     @field_validator("prompts")
     @classmethod
     def _prompts(cls, value: str, info: ValidationInfo) -> str:
         return value if value == "synthetic" else _task_reference(value, info)
+
+    @field_validator("request_fields")
+    @classmethod
+    def _own_fields(cls, value: dict | None) -> dict | None:
+        from harness.backends.openai import MEASURING_FIELDS
+
+        taken = sorted(set(value or ()) & MEASURING_FIELDS)
+        if taken:
+            raise refuse(f"{taken[0]!r} is set by bench to measure (greedy, streamed, a fixed length)",
+                         hint=f"bench sets: {', '.join(sorted(MEASURING_FIELDS))}")
+        return value
 
     @field_validator("prefix_cache", mode="before")
     @classmethod

@@ -157,10 +157,18 @@ def test_serve_bench_options_make_the_workloads(started, capsys):
                  "--turns", "4", "--think-time", "0.5"]) == 2
     [scenario] = started[0]["suite"].scenarios
     assert scenario.conversation.model_dump() == {"users": 3, "turns": 4, "think_time_s": 0.5}
+    started.clear()
+    thinking = '{"chat_template_kwargs": {"enable_thinking": true}}'
+    assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", "--request-fields", thinking]) == 2
+    [scenario] = started[0]["suite"].scenarios
+    assert scenario.params["request_fields"] == {"chat_template_kwargs": {"enable_thinking": True}}
     capsys.readouterr()
     for line, says in ((["--users", "2"], "--users: needs endpoint: chat"),
                        (["--users", "2", "--endpoint", "chat", "--rate", "1"], "--users: sends each user's turns"),
-                       (["--users", "2", "--endpoint", "chat", "--think-time", "-1"], "--think-time: ")):
+                       (["--users", "2", "--endpoint", "chat", "--think-time", "-1"], "--think-time: "),
+                       (["--request-fields", "{x"], "--request-fields: not JSON"),
+                       (["--request-fields", "[1]"], "--request-fields: must be a JSON object"),
+                       (["--request-fields", '{"max_tokens": 3}'], "--request-fields: 'max_tokens' is set by bench")):
         assert main(["serve-bench", "--base-url", "http://h:1", "--model", "m", *line]) == 2
         assert capsys.readouterr().err.startswith(f"bench: error: {says}")
     for share, says in (("0.5", "needs --shared-prefix-tokens"), ("1.5", "needs --shared-prefix-tokens")):

@@ -168,3 +168,29 @@ def test_multi_turn_chat_sends_each_user_s_conversation_so_far_turn_after_turn(b
     assert (hit > 0.3) if cache == "on" else (hit == 0)
     # A user waits the think time after each answer: the window lasts at least its two waits.
     assert pooled["request_s"]["value"] <= 6 / (2 * think)
+
+
+# A llama.cpp grammar (a request field) that makes SmolLM2 open every response with a <think> block: a real server's
+# text for bench's reasoning split, from a model that does not reason by itself.
+THINKING = 'root ::= "<think>" [a-z ]{8,24} "</think>" [a-z .]+'
+
+
+def test_request_fields_reach_the_server_and_a_think_block_is_counted_as_reasoning(backend):
+    import asyncio
+    import re
+
+    from harness.scenarios.served import _window, window_figures
+
+    params = {**scenario("served").params, "prompt_tokens": PROMPT, "output_tokens": 64,
+              "request_fields": {"grammar": THINKING}}
+    streams, seconds = asyncio.run(_window(backend, params, PromptSource(backend, params, 1).take(3), 1, [0.0] * 3))
+    window = window_figures(streams, seconds, backend.count_tokens, {})
+    texts = ["".join(stream.chunk_texts) for stream in streams]
+    assert all(re.fullmatch(r"<think>[a-z ]{8,24}</think>[a-z .]+", text) for text in texts), texts  # the grammar held
+    parts = [text.partition("</think>") for text in texts]
+    assert window["reasoning_tokens"] == backend.count_tokens([think + close for think, close, _ in parts])
+    assert window["answer_tokens"] == backend.count_tokens([answer for _, _, answer in parts])
+    assert all(ttfa > ttft for ttfa, ttft in zip(window["ttfa_ms"], window["ttft_ms"], strict=True))
+    plain = {**params, "request_fields": None}
+    streams, seconds = asyncio.run(_window(backend, plain, PromptSource(backend, plain, 2).take(2), 1, [0.0] * 2))
+    assert window_figures(streams, seconds, backend.count_tokens, {})["reasoning_tokens"] == []  # it never thinks

@@ -28,6 +28,10 @@ from harness.backends.tokens import Pair, RequestTokens, cut_at_stop
 from harness.errors import ConfigError, UnavailableError, one_line
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+# The request fields bench sets itself, on some server or other, to measure (a scenario's request_fields may not).
+MEASURING_FIELDS = frozenset({"model", "prompt", "messages", "max_tokens", "temperature", "stream", "stream_options",
+                              "ignore_eos", "min_tokens", "cache_prompt", "cache_salt", "generation_config"})
+
 # What a failed exchange with a server can raise: transport and protocol errors, a body that is no JSON.
 NETWORK_ERRORS = (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError)
 
@@ -320,10 +324,12 @@ class OpenAIBackend:
         return [len(ids) for ids in self.tokenizer(texts).input_ids]
 
     def request_body(self, endpoint: str, prompt: str | list[dict], output_tokens: int,
-                     prefix_cache: str = "on") -> dict:
+                     prefix_cache: str = "on", fields: dict | None = None) -> dict:
         """Greedy, streamed, `output_tokens` long where the server can be told to ignore EOS; with prefix_cache
-        "off", told to reuse no cached prefix (METRICS.md: prefix cache on or off)."""
-        body = {"model": self.model_name, "max_tokens": output_tokens, "temperature": 0.0, "stream": True}
+        "off", told to reuse no cached prefix (METRICS.md: prefix cache on or off); with the scenario's own
+        `fields` (none of MEASURING_FIELDS)."""
+        body = {**(fields or {}), "model": self.model_name, "max_tokens": output_tokens, "temperature": 0.0,
+                "stream": True}
         if endpoint == "chat":
             body["messages"] = messages(prompt)
         else:
@@ -359,11 +365,11 @@ class OpenAIBackend:
                 self._client = outer
 
     async def stream(self, endpoint: str, prompt: str | list[dict], output_tokens: int, timeout_s: float,
-                     prefix_cache: str = "on") -> Stream:
+                     prefix_cache: str = "on", fields: dict | None = None) -> Stream:
         if self._client is None:  # outside `connections`: a pool of this one request's own
             async with self.connections(None):
-                return await self.stream(endpoint, prompt, output_tokens, timeout_s, prefix_cache)
-        body = self.request_body(endpoint, prompt, output_tokens, prefix_cache)
+                return await self.stream(endpoint, prompt, output_tokens, timeout_s, prefix_cache, fields)
+        body = self.request_body(endpoint, prompt, output_tokens, prefix_cache, fields)
         return await stream_request(self._client, endpoint, body, timeout_s)
 
     def _complete(self, prompts: list, **fields) -> list[dict]:

@@ -107,7 +107,7 @@ async def _window(backend, params: dict, prompts: list[str], concurrency: int | 
             await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
             async with limit:
                 stream = await backend.stream(params["endpoint"], prompt, output_tokens, params["timeout_s"],
-                                              prefix_cache)
+                                              prefix_cache, params.get("request_fields"))
             stream.t_scheduled = start + offset
             return stream
 
@@ -371,7 +371,7 @@ async def _conversations(backend, params: dict, turns: list[list[str]], prefix_c
             history.append({"role": "user", "content": text})
             sent.append(list(history))
             streams.append(await backend.stream("chat", list(history), params["output_tokens"], params["timeout_s"],
-                                                prefix_cache))
+                                                prefix_cache, params.get("request_fields")))
             if streams[-1].error:
                 break
             history.append({"role": "assistant", "content": answer_text(streams[-1])})
