@@ -118,11 +118,13 @@ def test_a_speculative_step_counts_only_where_its_output_equals_the_plain_greedy
         ladder_rows = ladder(**{NAIVE: (10.0, 0.2, 60.0), lookup: (25.0, 0.5, None)})  # no perplexity row
         accepted = row("m", "spec_acceptance_rate", [0.7, 0.7, 0.7], value=0.7, engine_step=lookup, batch_size=1,
                        stats={"output_equals_plain": equal})
-        return ladder_rows + [accepted]
+        paired = row("m", "spec_speedup", timed(2.4, 0.1), engine_step=lookup, batch_size=1)
+        return ladder_rows + [accepted, paired]
 
     same = verdict("efficiency.algorithms", rows(True))
     assert same.verdict == "supported" and same.figures["best_quality_preserving_setting"] == lookup
     assert same.figures[f"spec_acceptance_rate[{lookup}]"] == 0.7 and f"perplexity_ratio[{lookup}]" not in same.figures
+    assert same.figures[f"spec_speedup[{lookup}]"].startswith("2.40 [")
     differs = verdict("efficiency.algorithms", rows(False))
     assert differs.verdict == "not supported" and "not counted" in differs.figures[f"speedup[{lookup}]"]
     assert differs.figures[f"output_equals_plain[{lookup}]"] is False

@@ -3,6 +3,7 @@ tiny-dense in fp32. Greedy speculation must give the model's own greedy output; 
 passes; its rows say how many drafts were accepted."""
 
 import random
+import statistics
 
 import pytest
 import yaml
@@ -99,6 +100,10 @@ def test_a_suite_measures_prompt_lookup_beside_plain_decoding(tmp_path, tiny_den
         assert length["value"] == pytest.approx(tokens / steps) and 1 <= length["value"] <= 24
         assert len(rate["samples"]) == rate["stats"]["repetitions"]
     assert step["draft"]["spec_acceptance_rate"]["value"] == 1.0  # tiny-dense drafting for itself
+    # The speed-up of each run over the plain generation paired with it; lookup's 3 or more tokens a step pay here.
+    speedup = step["lookup"]["spec_speedup"]
+    assert len(speedup["samples"]) == speedup["stats"]["repetitions"]
+    assert speedup["value"] == pytest.approx(statistics.median(speedup["samples"])) and speedup["value"] > 1
     # MBU counts the weights once per step of the model, not per token: at about the plain step's bandwidth, not
     # tokens-per-step times it (generous bounds: this machine's speed drifts).
     for name in ("lookup", "draft"):

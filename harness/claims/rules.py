@@ -77,6 +77,9 @@ def _quality_kept(p: dict, rows: list[dict], model: str, step: str, base_perplex
         figures[f"spec_acceptance_rate[{step}]"] = round(accepted["value"], 3) if accepted["value"] is not None \
             else "no drafts"
         figures[f"output_equals_plain[{step}]"] = same
+        paired = find(rows, "spec_speedup", step=step, model=model, scenario=p["scenario"])
+        if paired is not None:  # over the same settings without speculation, the runs paired
+            figures[f"spec_speedup[{step}]"] = interval(paired).text()
         return same
     quality = find(rows, "perplexity", step=step, model=model, task=p["quality_task"])
     change = quality["value"] / base_perplexity if quality else None

@@ -166,6 +166,9 @@ METRICS: dict[str, Metric] = {
                                     "yields, 1 + accepted draft tokens / drafts (the target's own token counts), "
                                     "over the window; in process, output tokens / forward passes of the model "
                                     "(the prompt's included)", "exact", vllm="Mean acceptance length"),
+    "spec_speedup": _m("x", "spec.v1", "higher", "speculative decoding in process: decode_tok_s of each speculative "
+                       "run over that of the same generation without speculation run right after it (the pairs "
+                       "alternate through the cell); the median of the pairs' ratios"),
     "schedule_lag_ms": _m("ms", "lag.v1", "lower", "trace replay: each request's send time after the window's start "
                           "minus its scheduled arrival (the trace's timestamp over time_scale); p99 and max beside "
                           "the median"),

@@ -71,6 +71,7 @@ def measure_generation(
         figures["energy_j"] = spent.energy_j if spent else None
         if gen.steps is not None:
             figures.update(speculation_figures(gen), steps=gen.steps, draft_tokens=gen.draft_tokens)
+            figures.update(_paired_plain(backend, prompts, gen, figures["decode_tok_s"], prompt_tokens))
         return figures
 
     backend.reset_peak_memory()
@@ -84,7 +85,7 @@ def measure_generation(
     for name in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "prefill_tok_s", "decode_tok_s"):
         recorder.figure(name, [run[name] for run in series.runs], params, series=series)
     if last[0].steps is not None:
-        _record_speculation(backend, recorder, series, params, prompts, last[0])
+        _record_speculation(recorder, series, params, output_tokens)
     kv_bytes = last[0].kv_cache_bytes
     if kv_bytes is not None:
         recorder.figure("kv_cache_mib", [kv_bytes / MIB], params)
@@ -98,20 +99,29 @@ def measure_generation(
             recorder.figure(name, [value], params)
 
 
-def _record_speculation(backend: Backend, recorder: Recorder, series: Series, params: dict, prompts,
-                        speculative: Generation) -> None:
-    """Each run's acceptance rate and tokens per step (the value: pooled over the runs), and whether the output
-    equals the model's greedy output without speculation (one more, untimed generation): speculation that changes
-    the output is not the same work done faster."""
-    plain = backend.generate(prompts, len(speculative.token_times), speculate=False).new_token_ids[0]
-    output = speculative.new_token_ids[0]
-    differs = next((i for i, (a, b) in enumerate(zip(plain, output, strict=True)) if a != b), None)
-    drafted, steps = sum(run["draft_tokens"] for run in series.runs), sum(run["steps"] for run in series.runs)
-    tokens = len(output) * len(series.runs)
+def _paired_plain(backend: Backend, prompts, speculative: Generation, decode_tok_s: float | None,
+                  prompt_tokens: int) -> dict:
+    """The same generation without speculation, right after the speculative one (so the two alternate, as this
+    machine's drifting speed needs): the pair's decode speed-up, and the first token where the outputs differ."""
+    plain = backend.generate(prompts, len(speculative.token_times), speculate=False)
+    plain_decode = generation_figures(plain, prompt_tokens)["decode_tok_s"]
+    pairs = zip(plain.new_token_ids[0], speculative.new_token_ids[0], strict=True)
+    return {"spec_speedup": decode_tok_s / plain_decode if decode_tok_s and plain_decode else None,
+            "first_difference": next((i for i, (a, b) in enumerate(pairs) if a != b), None)}
+
+
+def _record_speculation(recorder: Recorder, series: Series, params: dict, output_tokens: int) -> None:
+    """Each run's acceptance rate and tokens per step (the value: pooled over the runs) and its speed-up over the
+    plain generation paired with it, with whether every pair's outputs were equal: speculation that changes the
+    output is not the same work done faster."""
+    runs = series.runs
+    differs = next((run["first_difference"] for run in runs if run["first_difference"] is not None), None)
+    drafted, steps = sum(run["draft_tokens"] for run in runs), sum(run["steps"] for run in runs)
+    tokens = output_tokens * len(runs)
     pooled = {"spec_acceptance_rate": (tokens - steps) / drafted if drafted else None,
-              "spec_mean_accepted_length": tokens / steps}
+              "spec_mean_accepted_length": tokens / steps, "spec_speedup": None}
     for name, value in pooled.items():
-        recorder.figure(name, [run[name] for run in series.runs if run[name] is not None], params, value=value,
+        recorder.figure(name, [run[name] for run in runs if run[name] is not None], params, value=value,
                         series=series, draft_tokens=drafted, steps=steps, output_equals_plain=differs is None,
                         first_difference=differs)
 
