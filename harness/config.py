@@ -335,6 +335,8 @@ class SuiteSpec(Spec):
     report_claims: Setting = False  # write claims.md / claims.csv (verdicts from this run's rows) when done
     # Models added on a given hardware profile (big profiles get big models), by profile name.
     profile_models: dict[str, Names] = {}
+    # The only backends a model runs on (a checkpoint only some engines load: an AWQ model on vLLM); others: all.
+    model_backends: dict[Name, Annotated[Names, KnownBackends]] = {}
     server: ServerSpec | None = None
 
     @model_validator(mode="before")
@@ -360,6 +362,19 @@ class SuiteSpec(Spec):
             if name not in profile_names():
                 raise refuse("unknown field", (name,), f"allowed: {', '.join(profile_names())}")
         return mapping
+
+    @model_validator(mode="after")
+    def _model_backends(self):
+        named = {*self.models, *(m for models in self.profile_models.values() for m in models)}
+        for model in self.model_backends:
+            if model not in named:
+                raise refuse(f"{model!r} is not one of the suite's models (nor of its profile_models)",
+                             ("model_backends", model))
+        return self
+
+    def runs_on(self, model: str, backend: str) -> bool:
+        """Whether `model` runs on `backend` (model_backends restricts a model to some)."""
+        return backend in self.model_backends.get(model, (backend,))
 
     @model_validator(mode="after")
     def _scenario_models(self):

@@ -121,7 +121,7 @@ def expand(suite: SuiteSpec, models: dict[str, object], data_problems: dict[str,
             for scenario in suite.scenarios:
                 if scenario.models and model_name not in scenario.models:
                     continue
-                if backend not in (scenario.backends or suite.backends):
+                if backend not in (scenario.backends or suite.backends) or not suite.runs_on(model_name, backend):
                     continue
                 problem = model.message if isinstance(model, BenchError) else None
                 if problem is None and scenario.name == "quality":

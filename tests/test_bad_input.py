@@ -36,7 +36,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.di
 SUITE = {"name": "fuzz", "models": ["tiny-dense"], "device": "cpu", "measure": {"warmup": 0, "repetitions": 2},
          "scenarios": [{"name": "latency", "prompt_tokens": 8}, {"name": "quality", "task": "mmlu", "limit": 2}]}
 SUITE_KEYS = [*SUITE, "backends", "dtype", "cell_timeout_s", "cell_memory_limit_mib", "profile_models",
-              "report_claims", "description"]
+              "model_backends", "report_claims", "description"]
 SCENARIO_KEYS = ["name", "models", "prompt_tokens", "output_tokens", "batch_sizes", "task", "limit", "seed", "engine"]
 
 

@@ -122,3 +122,25 @@ def test_a_command_line_override_is_validated_and_names_its_option(tmp_path):
         override(suite, {"measure": {"repetitions": 0}}, {"measure.repetitions": "--repetitions"})
     with pytest.raises(ConfigError, match=r"^--backend: unknown backend 'warp'"):
         override(suite, {"backends": ["transformers", "warp"]}, {"backends": "--backend"})
+
+
+def test_model_backends_keep_a_model_to_the_engines_that_load_it(tmp_path):
+    """The nightly's AWQ 72B runs on vLLM only; elsewhere a model runs on every backend of its scenarios."""
+    from harness.errors import BenchError
+    from harness.machine import resolve_machine
+    from harness.runner import expand
+
+    nightly = load_suite("nightly")
+    assert "Qwen/Qwen2.5-72B-Instruct-AWQ" in nightly.profile_models["h200"]
+    assert not nightly.runs_on("Qwen/Qwen2.5-72B-Instruct-AWQ", "transformers")
+    assert nightly.runs_on("Qwen/Qwen2.5-72B-Instruct-AWQ", "vllm") and nightly.runs_on("smollm2-135m", "transformers")
+    suite = load_suite(str(write(tmp_path, GOOD.replace(
+        "models: [tiny-dense]", "models: [tiny-dense, tiny-moe]\nbackends: [transformers, vllm]\n"
+                                "model_backends: {tiny-moe: [vllm]}"))))
+    unavailable = {name: BenchError("not fetched in this test") for name in suite.models}
+    cells = expand(suite, unavailable, {}, resolve_machine("cpu", "fp32", None, False))
+    pairs = {(cell.model, cell.backend) for cell in cells}
+    assert pairs == {("tiny-dense", "transformers"), ("tiny-dense", "vllm"), ("tiny-moe", "vllm")}
+    with pytest.raises(ConfigError, match="model_backends.other: 'other' is not one of the suite's models"):
+        load_suite(str(write(tmp_path, GOOD.replace("models: [tiny-dense]",
+                                                    "models: [tiny-dense]\nmodel_backends: {other: [vllm]}"))))

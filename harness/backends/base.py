@@ -70,7 +70,8 @@ class Backend(Protocol):
 
     def generate(self, prompts: list[list[int]], new_tokens: int) -> Generation:
         """Greedy generation of exactly `new_tokens` tokens for every prompt (EOS ignored), timed per token
-        (capability "token_times")."""
+        (capability "token_times"). An engine loaded to speculate returns Generation.steps and draft_tokens, and
+        takes `speculate=False` for the same generation without speculation."""
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         """For each (context, continuation): log P(continuation | context) summed over its tokens, and whether

@@ -23,14 +23,23 @@ EIGHT_B = "llama3.1-8b-shape"
 
 @contextlib.contextmanager
 def nvml_device():
-    """NVML and its handle of GPU 0 (NVML counts GPUs in PCI order; the machines these tests are for have one)."""
+    """NVML and its handle of the GPU the runs compute on, CUDA device 0: NVML counts every GPU in PCI order and
+    ignores CUDA_VISIBLE_DEVICES, so the two are matched by UUID (torch's and NVML's, read here)."""
     import pynvml  # nvidia-ml-py, the `gpu` extra
+    import torch
 
+    uuid = str(torch.cuda.get_device_properties(0).uuid).lower()
     pynvml.nvmlInit()
     try:
-        yield pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        found = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        named = {_text(pynvml.nvmlDeviceGetUUID(handle)).lower().removeprefix("gpu-"): handle for handle in found}
+        yield pynvml, named[uuid.removeprefix("gpu-")]
     finally:
         pynvml.nvmlShutdown()
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ class Card:
 def card() -> Card:
     with nvml_device() as (nvml, handle):
         name = nvml.nvmlDeviceGetName(handle)
-        return Card(name.decode() if isinstance(name, bytes) else name, nvml.nvmlDeviceGetMemoryInfo(handle).total)
+        return Card(_text(name), nvml.nvmlDeviceGetMemoryInfo(handle).total)
 
 
 def nvml_used_bytes(pid: int) -> tuple[int, str]:
