@@ -4,6 +4,7 @@ rehearsed on real run folders laid out as its artifacts are."""
 
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
@@ -58,6 +59,30 @@ def test_nightly_runs_each_profile_on_its_runner_and_compares():
     assert Path(_with(pages, "actions/download-artifact")["path"]).is_relative_to(published)
 
 
+@pytest.mark.parametrize(("gpus", "runs"), [(1, False), (2, True), (8, True)])
+def test_the_nightly_runs_tensor_parallelism_only_where_the_runner_has_several_gpus(tmp_path, gpus, runs):
+    """The step's own script, run by bash with an nvidia-smi that lists `gpus` cards and a bench that says what it
+    was asked."""
+    [step] = [s for s in _nightly()["jobs"]["bench"]["steps"] if "--suite interconnect" in s.get("run", "")]
+    tools = tmp_path / "tools"
+    (tmp_path / ".venv-vllm-cuda" / "bin").mkdir(parents=True)
+    tools.mkdir()
+    cards = "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})\\n" for i in range(gpus))
+    for path, body in ((tools / "nvidia-smi", f'printf "{cards}"'),
+                       (tmp_path / ".venv-vllm-cuda" / "bin" / "bench", 'echo "bench $*"')):
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    done = subprocess.run(["bash", "-e", "-c", step["run"].replace(PROFILE, "h100-sxm")], cwd=tmp_path, text=True,
+                          stdout=subprocess.PIPE, env={**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"})
+    assert done.returncode == 0
+    said = done.stdout.strip()
+    if runs:
+        assert said == ("bench run --profile h100-sxm --suite interconnect --online --no-progress "
+                        "--out runs/h100-sxm/interconnect")
+    else:
+        assert said == "1 GPU: no tensor-parallel run"
+
+
 def test_ci_runs_exactly_the_readme_test_command_with_the_gpu_extra():
     """.ci/run ends in the README's test command, which installs nvidia-ml-py (the gpu extra) for the NVML tests."""
     readme = (ROOT / "README.md").read_text()
@@ -88,7 +113,8 @@ def _with(job: dict, action: str) -> dict:
 
 def test_nightly_runs_each_backend_of_its_suite_from_its_own_environment():
     bench = _nightly()["jobs"]["bench"]
-    runs = [argv for argv in _bench_commands(bench, "h200") if argv[1] == "run"]
+    runs = [argv for argv in _bench_commands(bench, "h200") if argv[1:2] == ["run"]
+            and argv[argv.index("--suite") + 1] == "nightly"]
     backends = {argv[argv.index("--backend") + 1]: argv[0] for argv in runs}
     assert set(backends) == set(load_suite("nightly").backends) and len(runs) == len(backends)
     # vLLM's CUDA wheel comes from the environment .ci/vllm_cuda_env.sh makes, which a step before it runs.
