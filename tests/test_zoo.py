@@ -85,3 +85,18 @@ def test_a_download_whose_checksum_differs_is_refused_and_nothing_is_cached(tmp_
     with pytest.raises(UnavailableError, match="sha256 mismatch"):
         wheels.fetch([member], "0" * 64, dest, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoints_declared_quantisation_names_its_rows_dtype(tmp_path, tiny_dense):
+    from harness.backends.base import checkpoint_quantization
+
+    assert checkpoint_quantization(tiny_dense.path) is None  # an unquantised checkpoint: the run's dtype
+    # Qwen/Qwen2.5-72B-Instruct-AWQ's config.json declares this (the nightly's 70B class model, on vLLM).
+    awq = {"bits": 4, "group_size": 128, "modules_to_not_convert": None, "quant_method": "awq", "version": "gemm",
+           "zero_point": True}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2", "quantization_config": awq}))
+    assert checkpoint_quantization(tmp_path) == "awq-int4"
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "fp8"}}))
+    assert checkpoint_quantization(tmp_path) == "fp8"
+    (tmp_path / "config.json").write_text("{not json")
+    assert checkpoint_quantization(tmp_path) is None

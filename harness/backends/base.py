@@ -1,5 +1,6 @@
 """The contract every inference engine fulfils; scenarios talk to engines only through it."""
 
+import json
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,19 @@ class Generation:
     # With speculative decoding: the model's forward steps (the prompt's included) and the draft tokens it checked.
     steps: int | None = None
     draft_tokens: int | None = None
+
+
+def checkpoint_quantization(model_path: Path) -> str | None:
+    """The quantisation a checkpoint's config.json declares (quantization_config), as rows name it in `dtype`:
+    its method and bits ("awq-int4", "gptq-int4", "fp8"), or None for an unquantised checkpoint."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text()).get("quantization_config")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or not config.get("quant_method"):
+        return None
+    bits = config.get("bits") or config.get("w_bit")
+    return f"{config['quant_method']}-int{bits}" if bits else str(config["quant_method"])
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import vllm
 from vllm import LLM, SamplingParams
 
-from harness.backends.base import BackendInfo, Generation
+from harness.backends.base import BackendInfo, Generation, checkpoint_quantization
 from harness.backends.server import TORCH_DTYPE_NAMES, vllm_environment
 from harness.backends.tokens import Pair, RequestTokens
 from harness.hardware import auto_dtype, detect_device, device_name
@@ -48,10 +48,13 @@ class VllmBackend:
         self.tokens = RequestTokens(self.tokenizer)
         self._ids = itertools.count()
         self.parallel = {"tensor_parallel_size": tensor, "pipeline_parallel_size": pipeline}
+        self.quantization = checkpoint_quantization(model_path)  # an AWQ or GPTQ checkpoint, which vLLM loads as is
 
     def info(self) -> BackendInfo:
+        """`dtype`: the checkpoint's quantisation where it has one (the activations' dtype in compute_dtype)."""
         return BackendInfo(backend=self.name, backend_version=vllm.__version__, device=self.device,
-                           device_name=device_name(self.device), dtype=self.dtype, extra=dict(self.parallel))
+                           device_name=device_name(self.device), dtype=self.quantization or self.dtype,
+                           extra={**self.parallel, "compute_dtype": self.dtype})
 
     def prompt_token_pool(self) -> list[int]:
         special = set(self.tokenizer.all_special_ids)
