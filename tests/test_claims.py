@@ -138,7 +138,7 @@ def test_engines_are_their_own_axis_with_speed_weights_and_the_same_tasks_score(
                     load="concurrency=1"), "backend": "llamacpp", "dtype": "q4_1"}
     weights = [{**row("m", "weights_mib", [mib], cell_id=source["cell_id"]), "backend": source["backend"]}
                for mib, source in ((256.0, in_process), (92.1, served))]
-    scores = [{**row("m", "exact_match", hits(right, 30), task="arithmetic", scenario="quality"), "backend": backend}
+    scores = [{**row("m", "exact_match", hits(right, 30), task="passkey_128", scenario="quality"), "backend": backend}
               for right, backend in ((6, "transformers"), (5, "llamacpp"))]
     result = verdict("efficiency.algorithms", rows + [in_process, served, *weights, *scores])
     figures = result.figures
@@ -148,11 +148,11 @@ def test_engines_are_their_own_axis_with_speed_weights_and_the_same_tasks_score(
     assert figures["engine[llamacpp q4_1] decode_tok_s"].startswith("100.0 [") and low < 100.0 < high <= 1000 / 9.5
     assert figures["engine[transformers bf16] weights_mib"] == 256.0 and figures["engine[llamacpp q4_1] weights_mib"] \
         == 92.1
-    assert figures["engine[llamacpp q4_1] exact_match[arithmetic]"].startswith("0.167 [")
+    assert figures["engine[llamacpp q4_1] exact_match[passkey_128]"].startswith("0.167 [")
     assert result.verdict == "not supported"  # the engines never count as a step of the ladder
     without = verdict("efficiency.algorithms", rows + [in_process])
     assert without.figures["engine[llamacpp]"] == "not in this run"
-    assert without.figures["engine[transformers bf16] exact_match[arithmetic]"] == "no row"
+    assert without.figures["engine[transformers bf16] exact_match[passkey_128]"] == "no row"
 
 
 def test_batching_is_its_own_axis_never_a_step():
