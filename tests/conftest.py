@@ -157,11 +157,12 @@ def smollm2():
     return zoo.resolve("smollm2-135m", progress=False)
 
 
-def load_backend(model, device="cpu", dtype="fp32"):
+def load_backend(model, device="cpu", dtype="fp32", **engine):
+    """A transformers backend of `model`, loaded with `engine` settings (none: the defaults)."""
     from harness.backends.transformers import TransformersBackend
 
     backend = TransformersBackend()
-    backend.load(model.path, device, dtype, {})
+    backend.load(model.path, device, dtype, engine)
     return backend
 
 

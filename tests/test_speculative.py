@@ -7,16 +7,11 @@ import statistics
 
 import pytest
 import yaml
+from conftest import load_backend
 
 from harness.backends.transformers import TransformersBackend
 from harness.cli import main
 from harness.results.store import read_rows
-
-
-def _backend(model, **engine) -> TransformersBackend:
-    backend = TransformersBackend()
-    backend.load(model.path, "cpu", "fp32", engine)
-    return backend
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def test_speculation_gives_the_greedy_output_in_fewer_or_equal_model_steps(
     drafts = {"tiny-dense": tiny_dense, "tiny-moe": tiny_moe}
     if "assistant_model" in engine:
         engine = {"assistant_model": str(drafts[engine["assistant_model"]].path)}
-    speculative = _backend(tiny_dense, **engine)
+    speculative = load_backend(tiny_dense, **engine)
     plain = tiny_dense_backend.generate([repeating_prompt], 32)
     assert plain.steps is None and plain.draft_tokens is None  # no speculation, no step count
     got, forwards = _forward_calls(speculative, repeating_prompt, 32)
@@ -67,11 +62,11 @@ def test_speculation_gives_the_greedy_output_in_fewer_or_equal_model_steps(
 def test_speculation_takes_one_sequence_and_a_draft_with_the_same_tokenizer(tiny_dense, smollm2, repeating_prompt):
     from harness.errors import ConfigError
 
-    speculative = _backend(tiny_dense, prompt_lookup_num_tokens=3)
+    speculative = load_backend(tiny_dense, prompt_lookup_num_tokens=3)
     with pytest.raises(ConfigError, match="one sequence at a time, not a batch of 2"):
         speculative.generate([repeating_prompt, repeating_prompt], 4)
     with pytest.raises(ConfigError, match="another tokenizer"):
-        _backend(tiny_dense, assistant_model=str(smollm2.path))
+        load_backend(tiny_dense, assistant_model=str(smollm2.path))
 
 
 @pytest.mark.slow  # three bench run cells, about 35 s

@@ -2,7 +2,9 @@
 GGUF: a shared system prompt with the prefix cache on and off, prompts that no second run repeats, the server's
 usage counts and /metrics beside bench's figures, and a trace replayed from a suite and from `bench serve-bench`."""
 
+import asyncio
 import os
+import re
 
 import pytest
 from conftest import by_load
@@ -18,7 +20,7 @@ from harness.measure.recorder import Recorder
 from harness.measure.stats import RepetitionPolicy
 from harness.results.store import read_rows
 from harness.results.tables import summary_rows
-from harness.scenarios.served import PromptSource, run_served
+from harness.scenarios.served import PromptSource, _window, run_served, window_figures
 
 pytestmark = [pytest.mark.slow, needs_build]
 PROMPT, SYSTEM = 64, 48
@@ -176,11 +178,6 @@ THINKING = 'root ::= "<think>" [a-z ]{8,24} "</think>" [a-z .]+'
 
 
 def test_request_fields_reach_the_server_and_a_think_block_is_counted_as_reasoning(backend):
-    import asyncio
-    import re
-
-    from harness.scenarios.served import _window, window_figures
-
     params = {**scenario("served").params, "prompt_tokens": PROMPT, "output_tokens": 64,
               "request_fields": {"grammar": THINKING}}
     streams, seconds = asyncio.run(_window(backend, params, PromptSource(backend, params, 1).take(3), 1, [0.0] * 3))

@@ -1,5 +1,6 @@
 """Hugging Face transformers, in process: per-token timestamps from a generation hook, log-likelihood scoring."""
 
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -284,10 +285,10 @@ class TransformersBackend:
             raise ConfigError(f"speculative decoding takes one sequence at a time, not a batch of {len(prompts)}")
         input_ids, attention_mask = self._left_pad(prompts)
         clock = _TokenClock(self.device, input_ids.shape[1])
-        drafts = _DraftCounter(self.model)
+        drafts = _DraftCounter(self.model) if speculation else None
         synchronize(self.device)
         t_send = time.perf_counter()
-        with torch.inference_mode(), drafts:
+        with torch.inference_mode(), drafts or contextlib.nullcontext():
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -308,7 +309,7 @@ class TransformersBackend:
         new_ids = out.sequences[:, input_ids.shape[1]:].tolist()
         return Generation(new_ids, t_send, clock.token_times, _cache_bytes(output_cache(out)),
                           steps=len(clock.step_times) if speculation else None,
-                          draft_tokens=drafts.drafted if speculation else None)
+                          draft_tokens=drafts.drafted if drafts else None)
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self._loglikelihood_tokens(self.tokens.pairs(requests))

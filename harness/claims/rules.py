@@ -230,10 +230,11 @@ def _reasoning_window(claim: Claim, rows: list[dict]) -> Verdict | None:
         if answer is None or not answer["value"]:
             continue
         level = joint_level(2)
-        share = ratio(interval(thought, level), interval(answer, level))
+        thinking, answering = interval(thought, level), interval(answer, level)
+        share = ratio(thinking, answering)
         tokens = Interval(share.value + 1, share.low + 1, share.high + 1, f"1 + {share.method}")
-        figures = {"reasoning_tokens": interval(thought, level).text(1), "answer_tokens":
-                   interval(answer, level).text(1), "ratio": tokens.text(), "load": thought["params"]["load"]}
+        figures = {"reasoning_tokens": thinking.text(1), "answer_tokens": answering.text(1), "ratio": tokens.text(),
+                   "load": thought["params"]["load"]}
         for name in ("ttft_ms", "ttfa_ms"):
             timed = find(rows, name, cell_id=thought["cell_id"], where={"load": thought["params"]["load"]})
             if timed:
