@@ -6,6 +6,7 @@ need (torch, transformers, pandas) when they run, so `bench --help` stays fast.
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -276,11 +277,26 @@ def _cmd_profiles_detect(device: Device = "auto") -> int:
 
 @_command(app, "calibrate", "Measure this device's memory bandwidth and matmul FLOP/s afresh (cached for runs).",
           ("bench calibrate", "this machine's best device and dtype"),
-          ("bench calibrate --device cpu --dtype fp32", "a chosen pair"))
-def _cmd_calibrate(device: Device = "auto", dtype: Dtype = "auto") -> int:
+          ("bench calibrate --device cpu --dtype fp32", "a chosen pair"),
+          ("bench calibrate --stability", "also how far its speed drifts over 3 minutes: timed intervals widen by it"))
+def _cmd_calibrate(device: Device = "auto", dtype: Dtype = "auto", stability: Annotated[bool, typer.Option(
+        help="also measure how far this machine's speed drifts (cached; runs widen every timed figure's interval by "
+             "it, so that it holds the machine's long-run median)")] = False,
+                   stability_seconds: Annotated[float, typer.Option(
+                       help="how long the stability measurement runs, at least 40 s")] = 180.0) -> int:
+    from harness.errors import ConfigError
     from harness.hardware import auto_dtype, detect_device
-    from harness.measure.calibration import calibrate
+    from harness.measure.calibration import (
+        STABILITY_BLOCK_SECONDS,
+        STABILITY_MIN_BLOCKS,
+        calibrate,
+        calibrate_stability,
+    )
 
+    if stability and not STABILITY_MIN_BLOCKS * STABILITY_BLOCK_SECONDS <= stability_seconds < math.inf:
+        raise ConfigError(f"--stability-seconds: must be a finite number of seconds, at least "
+                          f"{STABILITY_MIN_BLOCKS * STABILITY_BLOCK_SECONDS:g} ({STABILITY_MIN_BLOCKS} blocks), not "
+                          f"{stability_seconds:g}")
     device = detect_device(device)
     dtype = auto_dtype(device) if dtype == "auto" else dtype
     result, _ = calibrate(device, dtype, fresh=True)
@@ -288,6 +304,11 @@ def _cmd_calibrate(device: Device = "auto", dtype: Dtype = "auto") -> int:
                                (f"{dtype} matmul n={result.matmul_n}", result.matmul_stats, "TFLOP/s")):
         print(f"{label:<32} median {stats['median']:.4g} {unit}  p10 {stats['p10']:.4g}  p90 {stats['p90']:.4g}  "
               f"cv {stats['cv']:.3f}  n {stats['n']}")
+    if stability:
+        found = calibrate_stability(device, stability_seconds)
+        print(f"{'stability':<32} {found.blocks} blocks of {found.block_seconds:g} s (matmul n={found.matmul_n}); 95% "
+              f"within [{found.block_ratio_low:.3f}, {found.block_ratio_high:.3f}] of their median: drift factor "
+              f"{found.drift_factor:.3f}")
     print(f"device {device} ({result.device_name}); cached for later runs")
     return 0
 

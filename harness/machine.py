@@ -52,7 +52,8 @@ class Machine:
                 "calibration": asdict(found.calibration) if found.calibration else None,
                 "calibration_cached": found.calibration_cached, "calibration_error": found.calibration_error,
                 "allreduce_seconds": found.allreduce_seconds, "allreduce_world_size": found.allreduce_world_size,
-                "allreduce_error": found.allreduce_error}
+                "allreduce_error": found.allreduce_error,
+                "stability": asdict(found.stability) if found.stability else None}
 
     def describe(self) -> str:
         """Two lines: the profile and why, and what calibration measured."""
@@ -63,6 +64,10 @@ class Machine:
         measured = (f"calibrated {calibration.bandwidth_gbps:.1f} GB/s copy bandwidth, {calibration.matmul_tflops:.3g} "
                     f"TFLOP/s {found.dtype} matmul{' (cached)' if found.calibration_cached else ''}"
                     if calibration else f"no calibration: {found.calibration_error}")
+        stability = found.stability
+        measured += (f"; speed drift factor {stability.drift_factor:.3f} ({stability.measured_at}), timed intervals "
+                     "widened by it" if stability else "; no stability measured (bench calibrate --stability): timed "
+                     "intervals hold the speed while they ran, not the machine's long-run median")
         if found.allreduce_seconds:
             size, seconds = max(found.allreduce_seconds.items())
             busbw = bus_bandwidth_gbps(size * 2**20, statistics.median(seconds), found.allreduce_world_size)

@@ -78,7 +78,7 @@ def measure_cell(loaded: LoadedModel, cell, context: dict, emit) -> None:
                "energy_source": counter.source if counter else "none",
                "energy_unavailable": None if counter else energy_source_or_reason, "model_reused": loaded.cells > 0}
     loaded.cells += 1
-    policy = RepetitionPolicy(**cell.measure.model_dump())
+    policy = RepetitionPolicy(**cell.measure.model_dump(), drift_factor=cell.machine.probe.drift_factor)
     recorder = Recorder(context, policy, emit, cell.machine.limits, counter)
     _record_probe(recorder, cell.machine.probe)
     if can_reset_peak_rss():

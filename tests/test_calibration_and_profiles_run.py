@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.measure.calibration import calibrate
+from harness.measure import calibration
+from harness.measure.calibration import cached_stability, calibrate, calibrate_stability, measure_stability
 from harness.results.store import read_rows
 
 pytestmark = pytest.mark.slow
@@ -20,6 +21,21 @@ def test_calibration_measures_positive_figures_and_is_cached(tmp_path, monkeypat
     assert first.bandwidth_stats["n"] >= 5 and first.matmul_stats["n"] >= 5
     again, cached = calibrate("cpu", "fp32")
     assert cached and again == first  # its measured_at included: a cached calibration keeps its own time
+
+
+def test_stability_times_blocks_of_a_product_and_is_cached_for_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    for seconds in ("39", "nan", "inf"):  # the command line refuses what would be too few blocks, or never end
+        assert main(["calibrate", "--device", "cpu", "--stability", "--stability-seconds", seconds]) == 2
+        assert capsys.readouterr().err.startswith("bench: error: --stability-seconds: must be a finite number")
+    monkeypatch.setattr(calibration, "STABILITY_BLOCK_SECONDS", 0.05)  # 40 blocks in 2 s
+    assert cached_stability("cpu") is None
+    found = calibrate_stability("cpu", 2.0)
+    assert found.blocks == 40 and found.block_ratio_low <= 1.0 <= found.block_ratio_high
+    assert found.drift_factor == max(found.block_ratio_high, 1 / found.block_ratio_low) >= 1.0
+    assert cached_stability("cpu") == found
+    with pytest.raises(ValueError, match="at least 2 s"):
+        measure_stability("cpu", 1.9)
 
 
 def _suite(tmp_path, model, scenarios):

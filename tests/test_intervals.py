@@ -32,6 +32,18 @@ def test_an_interval_of_a_handful_of_samples_never_decides():
     assert interval(timed([10.0 + i / 10 for i in range(10)])).side(5.0) == "above"
 
 
+def test_a_calibrated_drift_widens_a_timed_interval_to_hold_the_long_run_median():
+    # A window measured while the machine ran 20% fast: [x(2), x(9)] = [12.0, 12.7] misses a long-run median of 10.
+    window = timed([11.9 + i / 10 for i in range(10)])
+    assert (window_alone := interval(window)).side(10.0) == "above"
+    # The machine's measured drift factor 1.25: [12.0 / 1.25, 12.7 x 1.25] = [9.6, 15.875] holds it.
+    drifting = interval({**window, "stats": {"drift_factor": 1.25}})
+    assert drifting.low == pytest.approx(window_alone.low / 1.25) and drifting.high == pytest.approx(12.7 * 1.25)
+    assert drifting.side(10.0) == "spans" and "drift factor 1.250" in drifting.method
+    # A stable machine (factor 1.05) still decides: 12.0 / 1.05 = 11.43 > 10.
+    assert interval({**window, "stats": {"drift_factor": 1.05}}).side(10.0) == "above"
+
+
 def test_proportions_take_the_wilson_interval():
     # 0 right out of 30: Wilson's upper bound z^2 / (n + z^2) = 3.8415 / 33.8415 = 0.1135, not the Wald [0, 0].
     e = interval({"metric": "exact_match", "value": 0.0, "samples": [0.0] * 30, "stats": {}})

@@ -1,10 +1,16 @@
 """The measurement policy end to end on tiny-dense: rows say how their repetitions were taken and whether their
 interval reached the target, and the console says which figures did not converge."""
 
+import dataclasses
+import json
+
 import pytest
 import yaml
 
+from harness import zoo
 from harness.cli import main
+from harness.measure.calibration import Stability, _cache_file
+from harness.measure.intervals import interval, median_interval
 from harness.results.store import read_rows
 
 pytestmark = pytest.mark.slow
@@ -40,3 +46,36 @@ def test_rows_carry_repetitions_half_width_and_whether_they_converged(tmp_path, 
 
     out = capsys.readouterr().out
     assert out.count("not converged") == 1, out
+
+
+def test_a_machine_with_a_measured_drift_widens_every_timed_interval_and_stops_where_the_drift_exceeds_the_target(
+        tmp_path, tiny_dense, monkeypatch, capsys):
+    # A cache of its own holding this machine's stability as `bench calibrate --stability` writes it (a drift factor
+    # of 1.5, as a very noisy machine would measure), and the shared cache's models.
+    models = zoo.cache_dir() / "models"
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(models)
+    stability = Stability("cpu", "this machine", 60.0, 1.0, 60, 0.8, 1.5, 1.5, 256, "2026-12-03T00:00:00+00:00")
+    _cache_file("cpu", None).parent.mkdir(parents=True)
+    _cache_file("cpu", None).write_text(json.dumps(dataclasses.asdict(stability)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "drift", "models": ["tiny-dense"], "device": "cpu", "dtype": "fp32",
+        "scenarios": [
+            # +-99% is within reach of a factor 1.5 (+-50% at the least).
+            {"name": "latency", **SHAPE, "measure": {"warmup": 0, "target_ci": 0.99, "max_seconds": 120}},
+            # +-20% is not: no number of repetitions can narrow the drift, so it stops at the minimum of 6.
+            {"name": "latency", **SHAPE, "measure": {"warmup": 0, "target_ci": 0.2, "max_seconds": 120}},
+        ]}))
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    decode = [row for row in read_rows(tmp_path / "run" / "rows.jsonl") if row["metric"] == "decode_tok_s"]
+    reachable, unreachable = decode
+    for row in decode:
+        alone = median_interval(row["samples"])
+        assert row["stats"]["drift_factor"] == 1.5
+        assert (interval(row).low, interval(row).high) == (pytest.approx(alone[0] / 1.5), pytest.approx(alone[1] * 1.5))
+    assert reachable["stats"]["stopped"] == "converged" and reachable["stats"]["converged"] is True
+    assert unreachable["stats"]["stopped"] == "drift" and unreachable["stats"]["converged"] is False
+    assert unreachable["stats"]["n"] == 6 and unreachable["stats"]["half_width"] >= 0.5
+    assert "speed drift factor 1.500" in capsys.readouterr().out

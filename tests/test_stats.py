@@ -3,6 +3,7 @@ import statistics
 import numpy as np
 import pytest
 
+from harness.measure.calibration import block_ratios
 from harness.measure.intervals import median_half_width
 from harness.measure.stats import RepetitionPolicy, bootstrap_stderr, leading_outliers, summarize
 
@@ -76,3 +77,24 @@ def test_a_target_out_of_reach_stops_at_the_time_cap_unconverged():
     series = RepetitionPolicy(warmup=0, target_ci=0.001, max_seconds=0.2).run(noisy(0.3))
     assert series.stopped == "max_seconds" and median_half_width(series.runs) > 0.001
     assert series.stats()["target_ci"] == 0.001 and series.stats()["repetitions"] == series.taken
+
+
+def test_a_drift_wider_than_the_target_stops_at_the_minimum_unconverged():
+    # Samples alike: the window alone is exact, so only the machine's drift (factor 1.10, +-10%) limits the interval.
+    drifting = RepetitionPolicy(warmup=0, target_ci=0.05, drift_factor=1.10, max_seconds=30).run(lambda: 100.0)
+    assert drifting.stopped == "drift" and drifting.taken == 6
+    assert median_half_width(drifting.runs, drift_factor=1.10) == pytest.approx(0.10)
+    assert drifting.stats()["drift_factor"] == 1.10
+    # The same policy on a machine that drifts +-1% reaches +-5% at once.
+    stable = RepetitionPolicy(warmup=0, target_ci=0.05, drift_factor=1.01, max_seconds=30).run(lambda: 100.0)
+    assert stable.stopped == "converged" and stable.taken == 6
+
+
+def test_block_ratios_are_the_blocks_quantiles_over_their_median():
+    # 40 blocks: 38 at 1.0, one at 0.5 and one at 2.0. numpy's linear quantiles at 0.025 and 0.975 of 40 sorted
+    # values sit at positions 0.975 and 38.025: 0.5 + 0.975 x 0.5 = 0.9875 and 1.0 + 0.025 x 1.0 = 1.025.
+    low, high, factor = block_ratios([1.0] * 19 + [0.5, 2.0] + [1.0] * 19)
+    assert (low, high) == (pytest.approx(0.9875), pytest.approx(1.025))
+    assert factor == pytest.approx(max(1.025, 1 / 0.9875))
+    # A slow side wider than the fast one sets the factor: 1 / 0.8 = 1.25.
+    assert block_ratios([0.8] * 2 + [1.0] * 38)[2] == pytest.approx(1.25)

@@ -1,7 +1,9 @@
-"""What this device achieves, measured: memory bandwidth (a large copy) and matrix FLOP/s in a dtype.
+"""What this device achieves, measured: memory bandwidth (a large copy) and matrix FLOP/s in a dtype; and, when
+asked (`bench calibrate --stability`), how far its speed drifts over minutes.
 
-Both use the same warm-up / repetition statistics as every other figure. Results are cached per machine, device
-and dtype in the bench cache, so a run pays for calibration once; `bench calibrate` measures afresh.
+Both figures use the same warm-up / repetition statistics as every other figure. Results are cached per machine,
+device and dtype in the bench cache, so a run pays for calibration once; `bench calibrate` measures afresh. The
+stability is cached per machine and device, and only `bench calibrate --stability` measures it (minutes of it).
 """
 
 import datetime
@@ -19,6 +21,12 @@ COPY_MIB = {"cpu": 256, "mps": 1024, "cuda": 1024}
 MATMUL_MAX_N = {"cpu": 2048, "mps": 8192, "cuda": 16384}
 MATMUL_MIN_SECONDS = 0.05  # the size doubles from 256 until one product takes this long (or the maximum is reached)
 POLICY = RepetitionPolicy(warmup=2, repetitions=5, min_seconds=0.5)
+# Stability: one small product timed back to back (about a millisecond or less each), its rates' median taken per
+# block; the 2.5% and 97.5% quantiles of the blocks' medians over their median bound where a window's speed sits.
+STABILITY_MATMUL_N = {"cpu": 256, "mps": 2048, "cuda": 4096}
+STABILITY_BLOCK_SECONDS = 1.0
+STABILITY_MIN_BLOCKS = 40  # the 2.5% and 97.5% quantiles need 40 blocks to lie between two of them
+STABILITY_QUANTILES = (0.025, 0.975)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,26 @@ class Calibration:
     copy_mib: int
     matmul_n: int
     measured_at: str  # UTC, ISO 8601: when the figures were measured (a cached calibration keeps its own time)
+    version: int = CALIBRATION_VERSION
+
+
+@dataclass(frozen=True)
+class Stability:
+    """How far this machine's speed drifts: a fixed product timed back to back for `seconds`, in blocks of
+    `block_seconds`. Each block's median rate over the median of all blocks is a ratio; 95% of the blocks' ratios lie
+    within [block_ratio_low, block_ratio_high]. drift_factor f = max(high, 1 / low) >= 1: a timed figure measured
+    in one window is within a factor f of the machine's long-run median, so its interval is widened by f."""
+
+    device: str
+    device_name: str
+    seconds: float
+    block_seconds: float
+    blocks: int
+    block_ratio_low: float
+    block_ratio_high: float
+    drift_factor: float
+    matmul_n: int
+    measured_at: str
     version: int = CALIBRATION_VERSION
 
 
@@ -83,12 +111,51 @@ def measure(device: str, dtype: str) -> Calibration:
     bandwidth = summarize(_copy_gbps(device))
     tflops, n = _matmul_tflops(device, dtype)
     matmul = summarize(tflops)
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return Calibration(device, device_name(device), dtype, bandwidth["median"], bandwidth, matmul["median"], matmul,
-                       COPY_MIB[device], n, now)
+                       COPY_MIB[device], n, _now())
 
 
-def _cache_file(device: str, dtype: str):
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def block_ratios(blocks: list[float]) -> tuple[float, float, float]:
+    """The 2.5% and 97.5% quantiles of the blocks' medians over their median, and the drift factor they give."""
+    import numpy as np
+
+    ratios = np.asarray(blocks, dtype=float) / float(np.median(blocks))
+    low, high = (float(q) for q in np.quantile(ratios, STABILITY_QUANTILES))
+    return low, high, max(high, 1 / low)
+
+
+def measure_stability(device: str, seconds: float) -> Stability:
+    """Times STABILITY_MATMUL_N's product back to back for `seconds` (at least STABILITY_MIN_BLOCKS blocks)."""
+    import statistics
+
+    import torch
+
+    from harness.hardware import device_name
+
+    if seconds + 1e-9 < STABILITY_MIN_BLOCKS * STABILITY_BLOCK_SECONDS:
+        raise ValueError(f"a stability measurement takes at least {STABILITY_MIN_BLOCKS * STABILITY_BLOCK_SECONDS:g} s"
+                         f" ({STABILITY_MIN_BLOCKS} blocks of {STABILITY_BLOCK_SECONDS:g} s), not {seconds:g}")
+    n = STABILITY_MATMUL_N[device]
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    a, b = (torch.randn(n, n, generator=generator).to(device) for _ in "ab")
+    _timed(lambda: torch.mm(a, b), device)  # thread start-up and allocation
+    blocks = []
+    for _ in range(int(seconds / STABILITY_BLOCK_SECONDS + 1e-9)):  # 2.0 // 0.05 is 39.0
+        rates, end = [], time.perf_counter() + STABILITY_BLOCK_SECONDS
+        while time.perf_counter() < end:
+            rates.append(1 / _timed(lambda: torch.mm(a, b), device))
+        blocks.append(statistics.median(rates))
+    low, high, factor = block_ratios(blocks)
+    return Stability(device, device_name(device), seconds, STABILITY_BLOCK_SECONDS, len(blocks), low, high, factor, n,
+                     _now())
+
+
+def _cache_file(device: str, dtype: str | None):
+    """The cache file of a calibration (a dtype) or of the stability (dtype None) on this machine and device."""
     import torch
 
     from harness.hardware import device_name
@@ -96,7 +163,14 @@ def _cache_file(device: str, dtype: str):
 
     machine = json.dumps([device_name(device), torch.__version__, CALIBRATION_VERSION])
     digest = hashlib.sha256(machine.encode()).hexdigest()[:12]
-    return cache_dir() / "calibration" / f"{device}-{dtype}-{digest}.json"
+    return cache_dir() / "calibration" / f"{device}-{dtype or 'stability'}-{digest}.json"
+
+
+def _write(path, result) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    temporary.replace(path)
 
 
 def calibrate(device: str, dtype: str, fresh: bool = False) -> tuple[Calibration, bool]:
@@ -105,11 +179,21 @@ def calibrate(device: str, dtype: str, fresh: bool = False) -> tuple[Calibration
     if path.exists() and not fresh:
         return Calibration(**json.loads(path.read_text())), True
     result = measure(device, dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    temporary.replace(path)
+    _write(path, result)
     return result, False
+
+
+def calibrate_stability(device: str, seconds: float) -> Stability:
+    """Measures this machine's stability afresh and caches it for later runs."""
+    result = measure_stability(device, seconds)
+    _write(_cache_file(device, None), result)
+    return result
+
+
+def cached_stability(device: str) -> Stability | None:
+    """This machine's stability as `bench calibrate --stability` last measured it, or None."""
+    path = _cache_file(device, None)
+    return Stability(**json.loads(path.read_text())) if path.exists() else None
 
 
 @dataclass(frozen=True)
@@ -127,6 +211,11 @@ class Probe:
     allreduce_seconds: dict | None = None
     allreduce_world_size: int = 0
     allreduce_error: str | None = None
+    stability: Stability | None = None  # None until `bench calibrate --stability` has measured it here
+
+    @property
+    def drift_factor(self) -> float | None:
+        return self.stability.drift_factor if self.stability else None
 
 
 def probe(device: str, dtype: str) -> Probe:
@@ -152,4 +241,4 @@ def probe(device: str, dtype: str) -> Probe:
             except Exception as exc:  # noqa: BLE001 - the cells still run, without the figure, saying why
                 allreduce_error = one_line(exc)
     return Probe(device, device_name(device), memory_gb(device), dtype, calibration, cached, error, allreduce, world,
-                 allreduce_error)
+                 allreduce_error, cached_stability(device))

@@ -4,6 +4,8 @@ The statistic of each metric is in the metric dictionary (harness/measure/metric
 (docs/METRICS.md) states them:
 - median of timed samples: the exact distribution-free order-statistic interval (scipy's quantile_test). It exists
   only from 6 samples on at 95% (7 at 97.5%); with fewer the interval is unbounded, so nothing can be decided on it.
+  Where the machine's stability was measured (`bench calibrate --stability`), the row carries its drift factor f and
+  the interval is [low / f, high x f]: it then holds the machine's long-run median, not only the window's.
 - mean of 0/1 per-example samples (accuracy, exact match, pass@1): the Wilson score interval.
 - mean of other per-example samples (tokens per answer): the bias-corrected and accelerated (BCa) bootstrap.
 - pooled perplexity and bits per byte: BCa bootstrap over documents (each document's NLL and token or byte count),
@@ -56,10 +58,18 @@ def relative_half_width(value: float, low: float, high: float) -> float:
     return max(value - low, high - value) / abs(value) if value else math.inf
 
 
-def median_half_width(samples, level: float = LEVEL) -> float:
-    """relative_half_width of the samples' median and its interval."""
+def median_half_width(samples, level: float = LEVEL, drift_factor: float | None = None) -> float:
+    """relative_half_width of the samples' median and its interval (widened by `drift_factor`)."""
     values = _finite(samples)
-    return relative_half_width(float(np.median(values)), *_median_bounds(values, level)) if values.size else math.inf
+    if not values.size:
+        return math.inf
+    return relative_half_width(float(np.median(values)), *widened(*_median_bounds(values, level), drift_factor))
+
+
+def widened(low: float, high: float, drift_factor: float | None) -> tuple[float, float]:
+    """A timed figure's interval widened by the machine's drift factor f (calibration.Stability): [low / f, high x f].
+    The window's figure is within a factor f of the machine's long-run one (95% of windows), so this holds it."""
+    return (low / drift_factor, high * drift_factor) if drift_factor else (low, high)
 
 
 def _finite(samples) -> np.ndarray:
@@ -139,7 +149,10 @@ def interval(row: dict, level: float = LEVEL) -> Interval:
     """The interval of a row's figure (its `value`), for the statistic its metric reports."""
     kind, value = metric(row["metric"]).statistic, row["value"]
     if kind == "median":
-        low, high, method = *median_interval(row.get("samples"), level), "order statistics of the median"
+        drift = (row.get("stats") or {}).get("drift_factor")
+        low, high = widened(*median_interval(row.get("samples"), level), drift)
+        method = "order statistics of the median" + (f", widened by the machine's drift factor {drift:.3f}"
+                                                     if drift else "")
     elif kind == "mean":
         low, high, method = mean_interval(row.get("samples"), level)
     elif kind == "pooled":

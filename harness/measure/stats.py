@@ -84,15 +84,16 @@ class Series:
     runs: list
     taken: int  # timed repetitions run, the dropped ones included (warm-up runs of the fixed count are not)
     dropped: int  # leading repetitions dropped as warm-up (leading_outliers)
-    stopped: str  # "repetitions" (the fixed protocol), "converged", "max_seconds" or "max_repetitions"
+    stopped: str  # "repetitions" (the fixed protocol), "converged", "drift", "max_seconds" or "max_repetitions"
     target_ci: float | None
+    drift_factor: float | None = None  # the machine's (calibration.Stability), which widens the figure's interval
 
     def stats(self) -> dict:
         """What every row measured from these repetitions carries in its stats."""
         why = (f"the first {self.dropped} outside the band of the rest (median +- {STEADY_BAND_MADS:g} scaled MADs, "
                f"at least +-{STEADY_BAND_FLOOR:.0%})") if self.dropped else None
         return {"repetitions": self.taken, "warmup_dropped": self.dropped, "warmup_dropped_why": why,
-                "stopped": self.stopped, "target_ci": self.target_ci}
+                "stopped": self.stopped, "target_ci": self.target_ci, "drift_factor": self.drift_factor}
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ class RepetitionPolicy:
     Fixed protocol (target_ci None): at least `repetitions` kept runs AND at least `min_seconds`. With a target: runs
     until the 95% interval of the watched figure's median is within +-target_ci of it, with at least
     `min_repetitions` kept runs, or until `max_seconds` have passed (then the figure has not converged). The order
-    statistics of the median (harness/measure/intervals.py) bound a 95% interval from 6 samples on."""
+    statistics of the median (harness/measure/intervals.py) bound a 95% interval from 6 samples on. With the
+    machine's `drift_factor` f the interval is widened by it; where f alone is wider than the target, no number of
+    repetitions can reach it, and the policy stops at `min_repetitions` ("drift")."""
 
     warmup: int = 1
     repetitions: int = 5
@@ -111,6 +114,7 @@ class RepetitionPolicy:
     min_repetitions: int = 6
     max_seconds: float = 60.0
     max_repetitions: int = 1000
+    drift_factor: float | None = None
 
     def run(self, measure_once: Callable[[], T], watch: Callable[[T], float] = lambda result: result) -> Series:
         """Repeats measure_once() as the policy says; `watch` gives the figure of a result that steady state and
@@ -125,13 +129,16 @@ class RepetitionPolicy:
             dropped = leading_outliers(values)
             stopped = self._stopped(values[dropped:], len(results), time.perf_counter() - start)
             if stopped:
-                return Series(results[dropped:], len(results), dropped, stopped, self.target_ci)
+                return Series(results[dropped:], len(results), dropped, stopped, self.target_ci, self.drift_factor)
 
     def _stopped(self, kept: list[float], taken: int, seconds: float) -> str | None:
         if taken >= self.max_repetitions:
             return "max_repetitions"
         if self.target_ci is None:
             return "repetitions" if len(kept) >= self.repetitions and seconds >= self.min_seconds else None
-        if len(kept) >= self.min_repetitions and median_half_width(kept) <= self.target_ci:
-            return "converged"
+        if len(kept) >= self.min_repetitions:
+            if median_half_width(kept, drift_factor=self.drift_factor) <= self.target_ci:
+                return "converged"
+            if self.drift_factor and self.drift_factor - 1 > self.target_ci:
+                return "drift"
         return "max_seconds" if seconds >= self.max_seconds else None
