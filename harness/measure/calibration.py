@@ -191,9 +191,13 @@ def calibrate_stability(device: str, seconds: float) -> Stability:
 
 
 def cached_stability(device: str) -> Stability | None:
-    """This machine's stability as `bench calibrate --stability` last measured it, or None."""
+    """This machine's stability as `bench calibrate --stability` last measured it, or None (also where the cached
+    file cannot be read: a run then says that no stability was measured, and measuring it again mends it)."""
     path = _cache_file(device, None)
-    return Stability(**json.loads(path.read_text())) if path.exists() else None
+    try:
+        return Stability(**json.loads(path.read_text())) if path.exists() else None
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
