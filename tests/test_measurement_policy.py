@@ -77,5 +77,8 @@ def test_a_machine_with_a_measured_drift_widens_every_timed_interval_and_stops_w
         assert (interval(row).low, interval(row).high) == (pytest.approx(alone[0] / 1.5), pytest.approx(alone[1] * 1.5))
     assert reachable["stats"]["stopped"] == "converged" and reachable["stats"]["converged"] is True
     assert unreachable["stats"]["stopped"] == "drift" and unreachable["stats"]["converged"] is False
-    assert unreachable["stats"]["n"] == 6 and unreachable["stats"]["half_width"] >= 0.5
+    # It stops at the first repetition that leaves 6 kept after the warm-up drop, which drops at most a third: by
+    # the 9th at the latest, where the time cap would have let it run some 900 (about 0.13 s each here).
+    assert unreachable["stats"]["n"] >= 6 and unreachable["stats"]["repetitions"] <= 9
+    assert unreachable["stats"]["half_width"] >= 0.5
     assert "speed drift factor 1.500" in capsys.readouterr().out

@@ -341,8 +341,9 @@ class OpenAIBackend:
         elif self.kind == "llama.cpp":
             body.update(ignore_eos=True, cache_prompt=prefix_cache == "on", stream_options={"include_usage": True})
         elif self.kind == "transformers":
-            body["generation_config"] = json.dumps({"min_new_tokens": output_tokens, "max_new_tokens": output_tokens,
-                                                    "do_sample": False})
+            # transformers serve sends the usage chunk only when asked (since 5.25, as OpenAI's API does).
+            body.update(stream_options={"include_usage": True}, generation_config=json.dumps(
+                {"min_new_tokens": output_tokens, "max_new_tokens": output_tokens, "do_sample": False}))
         return body
 
     def client_options(self) -> dict:
