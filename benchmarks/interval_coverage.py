@@ -18,6 +18,7 @@ The target coverage is 0.95; on a machine whose speed drifts, at least 0.90.
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -28,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from time_to_figure import decode_timer  # noqa: E402 - beside this script
 
 from harness.measure.calibration import Stability, measure_stability  # noqa: E402
-from harness.measure.intervals import median_half_width, median_interval, widened  # noqa: E402
-from harness.measure.stats import leading_outliers  # noqa: E402
+from harness.measure.intervals import median_interval, widened  # noqa: E402
+from harness.measure.stats import RepetitionPolicy, leading_outliers  # noqa: E402
 
 
 def measure_series(model: str, samples: int, prompt_tokens: int, output_tokens: int) -> list[float]:
@@ -55,19 +56,16 @@ def fixed_coverage(series: list[float], window: int, truth: float, drift: float 
 
 def sequential_windows(series: list[float], target: float, max_samples: int,
                        drift: float | None) -> list[tuple[list[float], bool]]:
-    """From every start: the kept samples when the policy stopped, and whether it stopped converged (the policy's
-    rule, harness.measure.stats.RepetitionPolicy: it stops at 6 kept samples where the drift alone exceeds the
-    target)."""
+    """From every start: the kept samples when the policy stopped (its own rule, RepetitionPolicy.stop_reason, with
+    no time cap: at most `max_samples` are taken), and whether it stopped converged."""
+    policy = RepetitionPolicy(target_ci=target, max_seconds=math.inf, drift_factor=drift)
     windows = []
     for start in range(len(series) - max_samples + 1):
         for end in range(start + 1, start + max_samples + 1):
             taken = series[start:end]
             kept = taken[leading_outliers(taken):]
-            if len(kept) >= 6 and median_half_width(kept, drift_factor=drift) <= target:
-                windows.append((kept, True))
-                break
-            if len(kept) >= 6 and drift and drift - 1 > target:
-                windows.append((kept, False))
+            if stopped := policy.stop_reason(kept, len(taken), 0.0):
+                windows.append((kept, stopped == "converged"))
                 break
         else:
             windows.append((kept, False))

@@ -334,16 +334,19 @@ class OpenAIBackend:
             body["messages"] = messages(prompt)
         else:
             body["prompt"] = prompt
+        if self.kind in ("vllm", "llama.cpp", "transformers"):
+            # The servers bench knows send their usage chunk only when asked (transformers serve too, since 5.25,
+            # as OpenAI's API does); a server of unknown kind gets no field it might refuse.
+            body["stream_options"] = {"include_usage": True}
         if self.kind == "vllm":
-            body.update(ignore_eos=True, min_tokens=output_tokens, stream_options={"include_usage": True})
+            body.update(ignore_eos=True, min_tokens=output_tokens)
             if prefix_cache == "off":  # a salt of its own: no other request's cached blocks match
                 body["cache_salt"] = secrets.token_hex(8)
         elif self.kind == "llama.cpp":
-            body.update(ignore_eos=True, cache_prompt=prefix_cache == "on", stream_options={"include_usage": True})
+            body.update(ignore_eos=True, cache_prompt=prefix_cache == "on")
         elif self.kind == "transformers":
-            # transformers serve sends the usage chunk only when asked (since 5.25, as OpenAI's API does).
-            body.update(stream_options={"include_usage": True}, generation_config=json.dumps(
-                {"min_new_tokens": output_tokens, "max_new_tokens": output_tokens, "do_sample": False}))
+            body["generation_config"] = json.dumps({"min_new_tokens": output_tokens, "max_new_tokens": output_tokens,
+                                                    "do_sample": False})
         return body
 
     def client_options(self) -> dict:

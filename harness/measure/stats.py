@@ -127,11 +127,12 @@ class RepetitionPolicy:
             results.append(measure_once())
             values.append(watch(results[-1]))
             dropped = leading_outliers(values)
-            stopped = self._stopped(values[dropped:], len(results), time.perf_counter() - start)
+            stopped = self.stop_reason(values[dropped:], len(results), time.perf_counter() - start)
             if stopped:
                 return Series(results[dropped:], len(results), dropped, stopped, self.target_ci, self.drift_factor)
 
-    def _stopped(self, kept: list[float], taken: int, seconds: float) -> str | None:
+    def stop_reason(self, kept: list[float], taken: int, seconds: float) -> str | None:
+        """Why the policy stops after `taken` repetitions of which `kept` remain, `seconds` in (None: it goes on)."""
         if taken >= self.max_repetitions:
             return "max_repetitions"
         if self.target_ci is None:
