@@ -102,12 +102,17 @@ def _points(tab, plot: int) -> int:
 
 
 def _hover_texts(tab, plot: int) -> list[str]:
-    """The hover label of each point of a plot, hovered one by one."""
-    points, texts = tab.locator(".plot").nth(plot).locator(".point"), []
-    for index in range(points.count()):
-        points.nth(index).hover(force=True)
-        tab.wait_for_timeout(150)
-        texts += tab.locator(".plot").nth(plot).locator(".hoverlayer .hovertext").all_text_contents()
+    """The hover label of each point of a plot, each point hovered in turn through plotly's own hover call (a
+    mouse over one of two points that lie on top of each other shows only the nearer one's label)."""
+    div = tab.locator(".plot").nth(plot)
+    texts = []
+    sizes = div.evaluate("gd => gd.data.map(trace => trace.mode === 'markers' ? trace.x.length : 0)")
+    for curve, size in enumerate(sizes):
+        for point in range(size):
+            div.evaluate("(gd, at) => Plotly.Fx.hover(gd, [{curveNumber: at[0], pointNumber: at[1]}])",
+                         [curve, point])
+            tab.wait_for_timeout(150)
+            texts += div.locator(".hoverlayer .hovertext").all_text_contents()
     return texts
 
 
@@ -122,7 +127,7 @@ def test_plots_are_interactive_and_follow_the_filters(page):
     # The MoE plot (every line has latency and parameter counts): a point per line, each with its hover label.
     assert _points(tab, 1) == len(lines) == 3
     hovered = _hover_texts(tab, 1)
-    assert len(hovered) == 3 and any("(2 runs)" in text for text in hovered)
+    assert len(set(hovered)) == 3 and any("(2 runs)" in text for text in hovered)
     # Decode speed's 95% interval as error bars on the quality plot.
     assert tab.locator(".plot").nth(0).locator(".errorbar").count() >= 1
     dtypes = sorted({line["dtype"] for line in lines})
