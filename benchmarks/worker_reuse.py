@@ -2,7 +2,8 @@
 --isolate-cells (a worker, and a model load, per cell), interleaved round by round, which goes first alternating.
 
 Prints each round's wall times, the median of the per-round ratios shared / isolated, and per cell the peak RSS of
-both and their ratio. Usage:
+every round in both modes, the ratio of their medians, and each mode's own spread over rounds (max / min): a
+shared / isolated difference smaller than that spread is not one that rounds can show. Usage:
 
     .venv/bin/python benchmarks/worker_reuse.py --rounds 2
     .venv/bin/python benchmarks/worker_reuse.py --backend vllm --model smollm2-135m --rounds 1
@@ -45,22 +46,27 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=3600)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="worker-reuse-"))
-    ratios, peaks = [], {}  # peaks: round 0's, per mode
+    ratios, peaks = [], {"shared": [], "isolated": []}  # per mode, each round's {cell: peak}
     for round_ in range(args.rounds):
         walls = {}
         for mode in (("shared", "isolated") if round_ % 2 == 0 else ("isolated", "shared")):
             out = work / f"{mode}-{round_}"
             walls[mode] = timed_run(args, out, isolate=mode == "isolated")
-            if round_ == 0:
-                peaks[mode] = cell_peaks(out)
+            peaks[mode].append(cell_peaks(out))
         ratios.append(walls["shared"] / walls["isolated"])
         print(f"round {round_}: shared {walls['shared']:.1f} s, isolated {walls['isolated']:.1f} s, "
               f"ratio {ratios[-1]:.3f}", flush=True)
     print(f"wall time shared / isolated: median of {len(ratios)} rounds {statistics.median(ratios):.3f}")
-    print("peak_rss_mib per cell (round 0): shared, isolated, ratio")
-    for cell, isolated in peaks["isolated"].items():
-        shared = peaks["shared"].get(cell)
-        print(f"  {cell}: {shared:.1f}, {isolated:.1f}, {shared / isolated:.3f}" if shared else f"  {cell}: missing")
+    print("peak_rss_mib per cell: shared rounds | isolated rounds | ratio of medians | spread shared, isolated")
+    for cell in peaks["isolated"][0]:
+        rounds = {mode: [found[cell] for found in peaks[mode] if cell in found] for mode in peaks}
+        if len(rounds["shared"]) < len(rounds["isolated"]):
+            print(f"  {cell}: missing in a shared run")
+            continue
+        medians = {mode: statistics.median(values) for mode, values in rounds.items()}
+        spreads = ", ".join(f"{max(values) / min(values):.3f}" for values in rounds.values())
+        print(f"  {cell}: " + " | ".join(" ".join(f"{v:.1f}" for v in rounds[mode]) for mode in rounds)
+              + f" | {medians['shared'] / medians['isolated']:.3f} | {spreads}")
     print(f"work folder {work}")
     return 0
 

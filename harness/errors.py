@@ -39,4 +39,5 @@ def one_line(exc: BaseException) -> str:
 
 
 class UnavailableError(BenchError):
-    """A model or data file cannot be had locally (offline, missing package, bad checksum, not a model folder)."""
+    """A model, data file or measurement cannot be had here (offline, missing package, bad checksum, not a model
+    folder, a calibration on a busy machine)."""

@@ -1,13 +1,22 @@
 """Calibration on this device, and `bench run` held against hardware profiles: detected, refused, forced."""
 
 import csv
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from harness.cli import main
 from harness.measure import calibration
-from harness.measure.calibration import cached_stability, calibrate, calibrate_stability, measure_stability
+from harness.measure.calibration import (
+    CONTENDED_SHARE,
+    cached_stability,
+    calibrate,
+    calibrate_stability,
+    measure_stability,
+)
 from harness.results.store import read_rows
 
 pytestmark = pytest.mark.slow
@@ -19,8 +28,37 @@ def test_calibration_measures_positive_figures_and_is_cached(tmp_path, monkeypat
     assert not cached
     assert first.bandwidth_gbps > 0 and first.matmul_tflops > 0
     assert first.bandwidth_stats["n"] >= 5 and first.matmul_stats["n"] >= 5
+    assert 0 <= first.other_cpu_share <= CONTENDED_SHARE  # this test runs alone: the machine was quiet
     again, cached = calibrate("cpu", "fp32")
     assert cached and again == first  # its measured_at included: a cached calibration keeps its own time
+
+
+def test_a_calibration_beside_busy_processes_is_refused_and_a_run_goes_on_without_it(tmp_path, monkeypatch, capsys,
+                                                                                      tiny_dense):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    # As many processes spinning as the machine has CPUs: about half of its CPU time is theirs.
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        assert main(["calibrate", "--device", "cpu", "--dtype", "fp32"]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[0].startswith("bench: error: calibration measured while other processes took ")
+        assert err[0].endswith("; neither used nor cached") and "bench calibrate` when the machine is quiet" in err[1]
+        out = tmp_path / "run"
+        suite = _suite(tmp_path, "tiny-dense", [{"name": "latency", "prompt_tokens": 8, "output_tokens": 4}])
+        assert main(["run", "--suite", suite, "--out", str(out), "--no-progress"]) == 0
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert not list((tmp_path / "cache").glob("calibration/cpu-*.json"))
+    metrics = {row["metric"] for row in _rows(out)}
+    assert "decode_tok_s" in metrics and not {"calibrated_bandwidth_gbps", "mbu_calibrated", "mfu_calibrated"} & metrics
+    machine = yaml.safe_load((out / "resolved_config.yaml").read_text())["machine"]
+    assert machine["calibration"] is None and "other processes took" in machine["calibration_error"]
+    from harness.measure.metrics import METRICS  # the definitions state the same limit
+
+    assert all(f"at most {CONTENDED_SHARE:.0%} of its time" in METRICS[name].definition
+               for name in ("calibrated_bandwidth_gbps", "calibrated_tflops"))
 
 
 def test_stability_times_blocks_of_a_product_and_is_cached_for_runs(tmp_path, monkeypatch, capsys):

@@ -2,20 +2,26 @@
 asked (`bench calibrate --stability`), how far its speed drifts over minutes.
 
 Both figures use the same warm-up / repetition statistics as every other figure. Results are cached per machine,
-device and dtype in the bench cache, so a run pays for calibration once; `bench calibrate` measures afresh. The
-stability is cached per machine and device, and only `bench calibrate --stability` measures it (minutes of it).
+device and dtype in the bench cache, so a run pays for calibration once; `bench calibrate` measures afresh. A CPU
+calibration measured while other processes kept more than CONTENDED_SHARE of the machine's CPU time busy (a build,
+another benchmark) is neither used nor cached: it would understate the machine, and every utilisation held against
+it would overstate. The stability is cached per machine and device, and only `bench calibrate --stability` measures
+it (minutes of it).
 """
 
 import datetime
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from harness.errors import one_line
+from harness.errors import UnavailableError, one_line
 from harness.measure.stats import RepetitionPolicy, summarize
 
-CALIBRATION_VERSION = 2  # 2: records when it was measured
+CALIBRATION_VERSION = 3  # 2: records when it was measured; 3: and the CPU time other processes took meanwhile
+CONTENDED_SHARE = 0.10  # other processes' share of the machine's CPU time above which a CPU calibration is refused
 # Large enough to leave every CPU cache and GPU L2 behind; the matmul large enough to reach the units' peak.
 COPY_MIB = {"cpu": 256, "mps": 1024, "cuda": 1024}
 MATMUL_MAX_N = {"cpu": 2048, "mps": 8192, "cuda": 16384}
@@ -41,6 +47,8 @@ class Calibration:
     copy_mib: int
     matmul_n: int
     measured_at: str  # UTC, ISO 8601: when the figures were measured (a cached calibration keeps its own time)
+    # Of all the machine's CPU time while it was measured, the share other processes took (None: no /proc/stat)
+    other_cpu_share: float | None
     version: int = CALIBRATION_VERSION
 
 
@@ -105,14 +113,34 @@ def _matmul_tflops(device: str, dtype: str) -> tuple[list[float], int]:
     return [2 * n**3 / s / 1e12 for s in seconds], n
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """Busy and total clock ticks of all the machine's CPUs since boot (Linux's /proc/stat), or None."""
+    try:
+        ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return None
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are the not-busy ones
+
+
+def other_cpu_share(work):
+    """`work()`'s result, and the share of all the machine's CPU time that processes other than this one took while
+    it ran (this process's own time, every thread of it, left out); None where /proc/stat is missing."""
+    before, own = _cpu_ticks(), time.process_time()
+    result = work()
+    after, own = _cpu_ticks(), time.process_time() - own
+    if before is None or after is None or after[1] == before[1]:
+        return result, None
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return result, min(1.0, max(0.0, (busy - own * os.sysconf("SC_CLK_TCK")) / total))
+
+
 def measure(device: str, dtype: str) -> Calibration:
     from harness.hardware import device_name
 
-    bandwidth = summarize(_copy_gbps(device))
-    tflops, n = _matmul_tflops(device, dtype)
-    matmul = summarize(tflops)
+    (copies, (tflops, n)), others = other_cpu_share(lambda: (_copy_gbps(device), _matmul_tflops(device, dtype)))
+    bandwidth, matmul = summarize(copies), summarize(tflops)
     return Calibration(device, device_name(device), dtype, bandwidth["median"], bandwidth, matmul["median"], matmul,
-                       COPY_MIB[device], n, _now())
+                       COPY_MIB[device], n, _now(), others)
 
 
 def _now() -> str:
@@ -179,6 +207,11 @@ def calibrate(device: str, dtype: str, fresh: bool = False) -> tuple[Calibration
     if path.exists() and not fresh:
         return Calibration(**json.loads(path.read_text())), True
     result = measure(device, dtype)
+    if device == "cpu" and (result.other_cpu_share or 0.0) > CONTENDED_SHARE:
+        raise UnavailableError(
+            f"calibration measured while other processes took {result.other_cpu_share:.0%} of this machine's CPU time "
+            f"(more than {CONTENDED_SHARE:.0%}): {result.bandwidth_gbps:.1f} GB/s, {result.matmul_tflops:.3g} TFLOP/s "
+            f"{dtype} understate it; neither used nor cached", hint="run `bench calibrate` when the machine is quiet")
     _write(path, result)
     return result, False
 

@@ -92,9 +92,10 @@ METRICS: dict[str, Metric] = {
               "FLOP/s for the dtype"),
     "mfu_calibrated": _m("fraction", "mfu.v1", "higher", "as mfu, over this machine's calibrated matmul FLOP/s"),
     "calibrated_bandwidth_gbps": _m("GB/s", "calib_bw.v1", "higher", "bytes read + written per second by a large "
-                                    "device copy (256 MiB on CPUs, 1 GiB on GPUs)"),
+                                    "device copy (256 MiB on CPUs, 1 GiB on GPUs); on a CPU, only where other "
+                                    "processes took at most 10% of its time meanwhile"),
     "calibrated_tflops": _m("TFLOP/s", "calib_flops.v1", "higher", "2 n^3 / s of an n x n matmul in the run's "
-                            "dtype"),
+                            "dtype; on a CPU, only where other processes took at most 10% of its time meanwhile"),
     "allreduce_busbw_gbps": _m("GB/s", "busbw.v1", "higher", "all-reduce across every GPU: bytes / s x 2 (n - 1) / "
                                "n, nccl-tests' bus bandwidth"),
     "energy_j": _m("J", "energy.v1", "lower", "energy counter delta over whole generate() calls (NVML, or RAPL on "
