@@ -58,6 +58,10 @@ def test_server_arguments_record_the_settings_in_force():
     command, settings = server_arguments(("-t", "1", "--ctx-size", "2048"))
     assert settings == {"threads": 1, "ctx_size": 2048, "batch_size": 2048, "ubatch_size": 512, "parallel": 4}
     assert command[-4:] == ["-t", "1", "--ctx-size", "2048"]
+    # Each setting's flag once: bench's default gives way to the one given (llama.cpp warns of a flag given twice).
+    for flags in (("-t", "--threads"), ("-c", "--ctx-size")):
+        assert sum(arg in flags for arg in command) == 1
+    assert command[command.index("-b") + 1] == "2048" and command.count("-b") == 1
     assert server_arguments(())[1]["threads"] == len(os.sched_getaffinity(0))
 
 

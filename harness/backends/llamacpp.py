@@ -88,17 +88,15 @@ def gguf_facts(path: Path) -> dict:
 
 
 def server_arguments(args: tuple[str, ...]) -> tuple[list[str], dict]:
-    """llama-server's settings: bench's defaults (threads: the CPUs this process may use) with `args` after them,
-    and the values in force, for the rows."""
+    """llama-server's settings: bench's defaults (threads: the CPUs this process may use) for those that `args` does
+    not set, then `args` (each flag once: llama.cpp warns of a flag given twice, and keeps the last), and the values
+    in force, for the rows."""
     defaults = {"threads": len(os.sched_getaffinity(0)), **DEFAULTS}
+    given = {name: [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in flags] for name, flags in SETTINGS.items()}
     # --metrics: the served scenario reads its /metrics (harness/backends/server_metrics.py).
-    command = [arg for name, value in defaults.items() for arg in (SETTINGS[name][0], str(value))] + ["--metrics",
-                                                                                                    *args]
-    in_force = {}
-    for name, flags in SETTINGS.items():
-        given = [command[i + 1] for i, arg in enumerate(command[:-1]) if arg in flags]
-        in_force[name] = int(given[-1])
-    return command, in_force
+    command = [arg for name, value in defaults.items() if not given[name] for arg in (SETTINGS[name][0], str(value))]
+    in_force = {name: int(given[name][-1]) if given[name] else value for name, value in defaults.items()}
+    return [*command, "--metrics", *args], in_force
 
 
 def llama_server(gguf: Path, log_path: Path, args: tuple[str, ...] = (), start_timeout_s: float = 600.0
