@@ -1,6 +1,7 @@
 """The llamacpp backend against a real llama-server (built by .ci/llamacpp_env.sh) on SmolLM2's Q4_1 GGUF as shipped:
 what the rows say was run, served load and generation through it, and log-likelihood tasks refused in one line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -138,3 +139,15 @@ def test_a_server_that_cannot_start_fails_its_cells_in_one_line(tmp_path):
     rows = read_rows(tmp_path / "run" / "rows.jsonl")
     assert rows and all(r["status"] == "failed" for r in rows)
     assert "llama.cpp server exited with code" in rows[0]["error"]
+
+
+@pytest.mark.slow
+@needs_build
+def test_the_build_decodes_the_shipped_gguf_on_this_cpu(smollm2_gguf):
+    # Built with llama.cpp's AMX kernels, llama-bench died of SIGSEGV here (a Sapphire Rapids virtual machine) in
+    # ggml_backend_amx_mul_mat at its first decode; .ci/llamacpp_env.sh leaves them out.
+    done = subprocess.run([str(find_build().tool("llama-bench")), "-m", str(smollm2_gguf), "-t", "2", "-p", "8",
+                           "-n", "4", "-r", "1", "-o", "json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [test["n_gen"] for test in json.loads(done.stdout)] == [0, 4]
+    assert all(test["avg_ts"] > 0 for test in json.loads(done.stdout))
