@@ -1,7 +1,9 @@
 """Cell worker processes: a worker loads a model for its first cell and keeps it for the next cells of that model
 (loaded the same way), runs each cell's scenario and sends each row to the parent as soon as it is measured. A cell
 that raises, crashes, runs out of memory or overruns its timeout ends as one line saying why, and ends its worker:
-the next cell starts in a fresh one. A suite's `isolate_cells` gives every cell a worker of its own."""
+the next cell starts in a fresh one. On the CPU, a worker of an in-process engine runs each cell in a process forked
+from itself just after the load, so that every cell starts from the memory an isolated cell starts from. A suite's
+`isolate_cells` gives every cell a worker of its own."""
 
 import ctypes
 import multiprocessing
@@ -16,7 +18,14 @@ from pathlib import Path
 
 from harness.errors import BenchError
 from harness.measure.interconnect import bus_bandwidth_gbps
-from harness.measure.memory import can_reset_peak_rss, is_out_of_memory, peak_rss_mib, reset_peak_rss
+from harness.measure.memory import (
+    can_reset_peak_rss,
+    is_out_of_memory,
+    peak_rss_mib,
+    reset_peak_rss,
+    resident_file_pages,
+    touch_pages,
+)
 
 
 def quiet_worker_environment(online: bool) -> None:
@@ -39,18 +48,41 @@ def shares_worker(cell) -> bool:
     return not cell.isolate and cell.scenario.name not in OWN_WORKER_SCENARIOS and can_reset_peak_rss()
 
 
+# Engines that hold their model in the worker's own process and survive a fork there on the CPU. CUDA cannot be
+# used in a forked child, and vLLM's engine runs in processes of its own; those cells share the worker itself.
+FORKING_BACKENDS = {"transformers"}
+
+
+def forks_cells(cell) -> bool:
+    """Whether a shared worker runs the cell in a child forked from the loaded model. Resetting the peak between
+    cells of one process leaves in it what earlier cells left in the allocators (glibc's raised mmap threshold,
+    oneDNN's kernels per shape: a perplexity cell after two speed cells peaked 2.4% above its isolated twin); a child
+    forked just after the load starts where an isolated cell starts."""
+    return shares_worker(cell) and cell.backend in FORKING_BACKENDS and cell.device == "cpu"
+
+
 @dataclass
 class LoadedModel:
-    """The backend a worker loaded for its first cell, and the resident-memory peak that the load reached."""
+    """The backend a worker loaded for its first cell, the resident-memory peak that the load reached, and, where
+    cells run in forked children, the torch threads they get back."""
 
     backend: object
     load_peak_rss_mib: float
+    child_threads: int | None = None
     cells: int = 0
 
     @classmethod
     def load(cls, cell) -> "LoadedModel":
         from harness.backends import BACKENDS
 
+        child_threads = None
+        if forks_cells(cell):
+            import torch
+
+            # A child forked after OpenMP started its threads waits for them forever (they are not copied): the
+            # parent computes on one thread, and each child gets the threads back.
+            child_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
         backend = BACKENDS.get(cell.backend)()
         # The scenario's engine settings go to the backend as they are: each backend reads those it has.
         engine = cell.scenario.params.get("engine", {})
@@ -60,11 +92,12 @@ class LoadedModel:
         if cell.assistant_path:
             options["assistant_model"] = cell.assistant_path
         backend.load(Path(cell.model_path), cell.device, engine.get("dtype", cell.dtype), options)
-        return cls(backend, peak_rss_mib())
+        return cls(backend, peak_rss_mib(), child_threads)
 
 
 def measure_cell(loaded: LoadedModel, cell, context: dict, emit) -> None:
-    """Runs the cell's scenario on the loaded model and emits its rows. Runs inside the worker process."""
+    """Runs the cell's scenario on the loaded model and emits its rows. Runs inside the worker process, or in a child
+    forked from it."""
     from harness.measure.energy import open_counter
     from harness.measure.recorder import Recorder
     from harness.measure.stats import RepetitionPolicy
@@ -77,7 +110,6 @@ def measure_cell(loaded: LoadedModel, cell, context: dict, emit) -> None:
                "device_name": info.device_name, "dtype": info.dtype, "backend_info": info.extra,
                "energy_source": counter.source if counter else "none",
                "energy_unavailable": None if counter else energy_source_or_reason, "model_reused": loaded.cells > 0}
-    loaded.cells += 1
     policy = RepetitionPolicy(**cell.measure.model_dump(), drift_factor=cell.machine.probe.drift_factor)
     recorder = Recorder(context, policy, emit, cell.machine.limits, counter)
     _record_probe(recorder, cell.machine.probe)
@@ -143,14 +175,65 @@ def _worker_main(conn, online: bool, parent_pid: int, memory_limit_mib: int | No
         os.close(log_fd)
         try:
             loaded = loaded or LoadedModel.load(cell)
-            measure_cell(loaded, cell, context, lambda row: conn.send(("row", row)))
-            conn.send(("done", None))
         except BaseException as exc:  # noqa: B036 - any failure of the cell must reach the parent as a row
-            traceback.print_exc()
-            conn.send(("error", failure_message(exc)))
+            report_failure(conn, exc)
+            return
+        went_well = _measure_in_child(loaded, cell, context, conn, log_path) if loaded.child_threads else \
+            measure_and_report(loaded, cell, context, conn)
+        loaded.cells += 1
+        if not went_well:
             return
     if loaded:
         loaded.backend.close()
+
+
+def report_failure(conn, exc: BaseException) -> None:
+    traceback.print_exc()
+    conn.send(("error", failure_message(exc)))
+
+
+def measure_and_report(loaded: LoadedModel, cell, context: dict, conn) -> bool:
+    """Measures the cell, sending its rows and then done, or why it failed; returns whether it went well."""
+    try:
+        measure_cell(loaded, cell, context, lambda row: conn.send(("row", row)))
+        conn.send(("done", None))
+        return True
+    except BaseException as exc:  # noqa: B036 - any failure of the cell must reach the parent as a row
+        report_failure(conn, exc)
+        return False
+
+
+# A forked cell's exit codes when it has said how it went; any other end is said by the worker.
+CHILD_DONE, CHILD_FAILED = 0, 86
+
+
+def _measure_in_child(loaded: LoadedModel, cell, context: dict, conn, log_path: str) -> bool:
+    """Measures the cell in a child forked from this worker (forks_cells), which sends the rows itself; returns
+    whether it went well. A child that dies without saying so (a crash, the kernel's OOM killer) is said to."""
+    import torch
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    worker, file_pages = os.getpid(), resident_file_pages()
+    child = os.fork()
+    if child == 0:
+        die_with_parent(worker)
+        touch_pages(file_pages)
+        torch.set_num_threads(loaded.child_threads)
+        went_well = measure_and_report(loaded, cell, context, conn)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(CHILD_DONE if went_well else CHILD_FAILED)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (CHILD_DONE, CHILD_FAILED):
+        conn.send(("error", f"the cell's process died ({exit_description(code)}); see {log_path}"))
+    return code == CHILD_DONE
+
+
+def exit_description(code: int | None) -> str:
+    """A process's end as `signal 11 (SIGSEGV)` or `exit code 3`."""
+    return f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit code {code}"
 
 
 # An engine's shutdown (vLLM stops its engine process) that takes longer than this is cut short.
@@ -189,9 +272,7 @@ class CellWorker:
                 kind, payload = self.conn.recv()
             except EOFError:
                 self.process.join(timeout=10)
-                code = self.process.exitcode
-                how = f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit code {code}"
-                return f"worker died ({how}); see {log_path}"
+                return f"worker died ({exit_description(self.process.exitcode)}); see {log_path}"
             if kind == "row":
                 on_row(payload)
             else:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import by_load
@@ -16,6 +17,8 @@ from harness.cli import main
 from harness.errors import BenchError
 from harness.measure.memory import MIB
 from harness.results.store import read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _build_or_reason() -> str | None:
@@ -152,3 +155,16 @@ def test_the_build_decodes_the_shipped_gguf_on_this_cpu(smollm2_gguf):
     tests = json.loads(done.stdout)
     assert [test["n_gen"] for test in tests] == [0, 4]
     assert all(test["avg_ts"] > 0 for test in tests)
+
+
+def test_the_agreement_script_decides_on_the_whole_paired_interval():
+    """benchmarks/llamacpp_agreement.py's verdict: the intervals are this machine's decode runs (40 rounds at -t 1 and
+    -t 2, 8 rounds at -t 2); a point inside the band with an interval across its bound decides nothing."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from llamacpp_agreement import agreement
+
+    assert agreement(0.979, 0.988, 0.05) == "met"
+    assert agreement(0.921, 0.940, 0.05) == "missed"
+    assert agreement(0.905, 0.964, 0.05) == "undecided"
+    assert agreement(1.06, 1.11, 0.05) == "missed"
+    assert agreement(0.94, 1.12, 0.10) == "undecided"

@@ -47,6 +47,11 @@ class FaultyModel(LlamaForCausalLM):
         if config.fault == "hang":
             time.sleep(3600)
         super().__init__(config)
+
+    def forward(self, *args, **kwargs):
+        if self.config.fault == "segfault_measuring":  # after the load: in the cell's own process, forked from it
+            ctypes.string_at(0)
+        return super().forward(*args, **kwargs)
 '''
 
 
@@ -110,7 +115,8 @@ SMALL_LATENCY = {"name": "latency", "prompt_tokens": 16, "output_tokens": 4}
 
 
 def test_exception_segfault_hang_and_out_of_memory_each_fail_one_cell_and_the_suite_goes_on(tmp_path, tiny_dense):
-    models = {fault: faulty_model(tmp_path, tiny_dense, fault) for fault in ("raise", "segfault", "hang")}
+    faults = ("raise", "segfault", "hang", "segfault_measuring")
+    models = {fault: faulty_model(tmp_path, tiny_dense, fault) for fault in faults}
     # Under the worker's address-space limit, 256 prompts of 4000 tokens cannot be held; one prompt of 16 can.
     too_big = {"name": "throughput", "prompt_tokens": 4000, "output_tokens": 2, "batch_sizes": [256],
                "models": ["tiny-dense"]}
@@ -121,9 +127,12 @@ def test_exception_segfault_hang_and_out_of_memory_each_fail_one_cell_and_the_su
     assert main(["run", "--suite", str(suite), "--out", str(out), "--memory-limit", "1536", *trust,
                  "--no-progress"]) == 1
     rows = by_model(out)
-    [raised], [crashed], [hung] = (rows[str(models[fault])] for fault in ("raise", "segfault", "hang"))
+    [raised], [crashed], [hung] = (rows[str(models[fault])] for fault in faults[:3])
     assert raised["status"] == "failed" and raised["error"] == "RuntimeError: injected fault"
-    assert crashed["status"] == "failed" and "signal 11 (SIGSEGV)" in crashed["error"]
+    assert crashed["status"] == "failed" and crashed["error"].startswith("worker died (signal 11 (SIGSEGV))")
+    # The calibration's rows came before the crash; the cell's measured ones never did.
+    [crashed_measuring] = [r for r in rows[str(models["segfault_measuring"])] if r["status"] != "ok"]
+    assert crashed_measuring["error"].startswith("the cell's process died (signal 11 (SIGSEGV))")
     assert hung["status"] == "failed" and hung["error"].startswith("timeout")
     assert all((folder / "ran").exists() for folder in models.values())  # each fault happened where it was put
     tiny = rows["tiny-dense"]
@@ -132,7 +141,7 @@ def test_exception_segfault_hang_and_out_of_memory_each_fail_one_cell_and_the_su
     [oom] = [r for r in tiny if r["status"] != "ok"]
     assert oom["scenario"] == "throughput" and oom["error"].startswith("out of memory: "), oom["error"]
     records = read_jsonl(out / "cells.jsonl")
-    assert sorted(r["status"] for r in records) == ["failed"] * 4 + ["ok"]
+    assert sorted(r["status"] for r in records) == ["failed"] * 5 + ["ok"]
 
 
 def test_model_code_runs_only_for_the_model_named_with_trust_remote_code(tmp_path, tiny_dense):

@@ -60,8 +60,9 @@ def test_a_models_cells_load_it_once_and_each_cell_has_its_own_peak(tmp_path, ti
     small, big, small_after_big = peaks(shared)
     # The kernel's high-water mark only rises: without the reset the last cell would say the big cell's peak.
     assert small_after_big < 0.85 * big
-    # What earlier cells leave resident (freed heap that glibc keeps, oneDNN's kernels per shape) stays small.
-    assert small_after_big == pytest.approx(peaks(isolated)[2], rel=0.05)
+    # What earlier cells leave in the allocators (freed heap that glibc keeps, oneDNN's kernels per shape) is not in
+    # a forked cell's process: the reset alone left 1-7% here.
+    assert small_after_big == pytest.approx(peaks(isolated)[2], rel=0.01)
 
 
 @pytest.mark.slow

@@ -52,9 +52,11 @@ METRICS: dict[str, Metric] = {
                        "output tokens per second after the first, summed over the batch (speculating in process: "
                        "the tokens after those that came with the first, over the same time)", console="decode_tok/s",
                        leaderboard=1, optimum_benchmark="decode.throughput", llama_bench="tg t/s"),
-    "peak_rss_mib": _m("MiB", "rss.v2", "lower", "the kernel's high-water mark of the worker's resident set "
-                       "(VmHWM) over the model's load and the cell: in a worker that earlier cells of the model used, "
-                       "the load's mark and the cell's own (reset as it starts), whichever is higher", "exact",
+    "peak_rss_mib": _m("MiB", "rss.v3", "lower", "the kernel's high-water mark of the resident set (VmHWM) over "
+                       "the model's load and the cell: the load's mark and the cell's own, whichever is higher. The "
+                       "cell's own is that of a process forked from the worker just after the load where cells share "
+                       "a CPU worker of an in-process engine (transformers), else of the worker, reset as the cell "
+                       "starts", "exact",
                        console="peak_rss_MiB", leaderboard=4,
                        optimum_benchmark="memory.max_ram"),
     "peak_allocated_mib": _m("MiB", "torchmem.v1", "lower", "torch.cuda / torch.mps peak allocated bytes, reset "
