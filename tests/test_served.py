@@ -3,6 +3,7 @@ SmolLM2 (started by the fixture), and a tiny HTTP server of this file that misbe
 
 import asyncio
 import json
+import os
 import random
 import statistics
 import threading
@@ -90,10 +91,11 @@ def test_fixed_concurrency_sweep_rows_follow_the_metric_dictionary(backend):
         assert output["tokens"] == 3 * OUTPUT_TOKENS and 3 <= output["counted_tokens"] <= 3 * OUTPUT_TOKENS
         assert figures["output_tok_s"]["value"] == pytest.approx(output["tokens"] / output["seconds"])
         assert figures["request_s"]["value"] == pytest.approx(3 / output["seconds"])
-        # Gaps pooled over requests: n - 1 per request. One generated token per event, so at least one chunk per
-        # counted token.
+        # Gaps pooled over requests: n - 1 per request. At most one event a generated token: a character of several
+        # byte tokens comes in one (chunks then fall below the re-tokenized count, seen in one run in four).
         assert figures["itl_ms"]["stats"]["n"] == output["counted_tokens"] - 3
-        assert figures["itl_ms"]["stats"]["chunks_per_token"] >= 1
+        chunks = figures["itl_ms"]["stats"]["chunks_per_token"] * output["counted_tokens"]
+        assert 3 <= round(chunks) <= output["tokens"]
 
 
 def test_concurrency_bounds_requests_in_flight(backend):
@@ -397,6 +399,19 @@ def test_a_shared_prefix_heads_its_share_of_the_prompts(broken_backend, share):
     heads = [p.startswith(system[:-8]) for p in prompts]
     assert sum(heads) == 8 * share and (share != 0.5 or heads == [False, True] * 4)
     assert broken_backend.count_tokens(prompts) == [40] * 8
+
+
+def test_the_system_prompt_is_as_many_tokens_as_sent_whatever_the_salt(broken_backend):
+    # Random ids decode to text that often encodes to more tokens (32 drawn came back as 37 for one salt in seven),
+    # which made the shared prefix longer than the suite said and its hit rate higher than expected.
+    params = served_params(prompt_tokens=40, shared_prefix={"tokens": 32, "share": 1.0})
+    encode = broken_backend.tokenizer
+    for salt in range(40):
+        source = PromptSource(broken_backend, params, salt=salt)
+        assert encode(encode.decode(source.system)).input_ids == source.system and len(source.system) == 32
+        sent = [encode(p).input_ids for p in source.take(3)]
+        shared = len(os.path.commonprefix(sent))
+        assert 30 <= shared <= 36, (salt, shared)  # re-tokenizing may merge a few across the boundary
 
 
 def test_usage_counts_beside_bench_s_say_which_requests_disagree(broken_backend):

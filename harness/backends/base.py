@@ -60,9 +60,9 @@ class Backend(Protocol):
     capabilities: what it can measure, each naming the methods below that it makes work. "token_times":
     `generate`, timed per token in process (scenarios latency, throughput, find_max); "loglikelihood":
     `loglikelihood` and `loglikelihood_rolling`; "generation": `generate_text`; "router_stats": `count_routes`;
-    "served": `connections`, `stream` and `text_of_length`, requests to a server (scenario served). Scenarios ask
-    capabilities, never backend names, and refuse a backend that lacks one with a one-line ConfigError. The methods
-    tagged with no capability every backend has.
+    "served": `connections`, `stream`, `text_of_length` and `ids_as_sent`, requests to a server (scenario served).
+    Scenarios ask capabilities, never backend names, and refuse a backend that lacks one with a one-line ConfigError.
+    The methods tagged with no capability every backend has.
     """
 
     name: str
@@ -81,6 +81,10 @@ class Backend(Protocol):
         """Text made from `ids` that the model's tokenizer encodes to exactly len(ids) tokens (special tokens
         excluded), or as near as re-cutting gets: how a synthetic prompt is sent to a server as text (capability
         "served")."""
+
+    def ids_as_sent(self, ids: list[int]) -> list[int]:
+        """The tokens the model's tokenizer makes of text_of_length(ids): a block that keeps its length when it opens
+        a prompt sent as text (capability "served")."""
 
     def generate(self, prompts: list[list[int]], new_tokens: int) -> Generation:
         """Greedy generation of exactly `new_tokens` tokens for every prompt (EOS ignored), timed per token

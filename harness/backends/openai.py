@@ -313,6 +313,11 @@ class OpenAIBackend:
             text = self.tokenizer.decode(encoded)
         return text
 
+    def ids_as_sent(self, ids: list[int]) -> list[int]:
+        """The tokens of text_of_length(ids) as the server's tokenizer makes them: ids whose own text gives them back,
+        so that a block of them keeps its length inside a prompt (random ids often do not: 48 can come back as 53)."""
+        return self.tokenizer(self.text_of_length(ids), add_special_tokens=False).input_ids
+
     def count_prompts(self, endpoint: str, prompts: list[str | list[dict]]) -> list[int]:
         """The tokens of each prompt as the server should see them (METRICS.md usage.v1): completions the
         tokenizer's with its special tokens; chat the model's chat template with its generation prompt (where the

@@ -56,7 +56,7 @@ class PromptSource:
         if params["prompts"] == "synthetic":
             self.pool = backend.prompt_token_pool()
             shared = params.get("shared_prefix")
-            self.system = self._ids(shared["tokens"]) if shared else []
+            self.system = backend.ids_as_sent(self._ids(shared["tokens"])) if shared else []
             self.blocks: dict = {}  # a trace's hash id -> its block's ids, drawn once per run
         else:
             from harness.quality import tasks
@@ -85,7 +85,10 @@ class PromptSource:
         """A prompt of input_length tokens for each request: its hash_ids' blocks (each drawn once), then fresh ids."""
         prompts = []
         for request in requests:
-            ids = [i for h in request.hash_ids for i in self.blocks.setdefault(h, self._ids(block_tokens))]
+            for block in request.hash_ids:
+                if block not in self.blocks:
+                    self.blocks[block] = self.backend.ids_as_sent(self._ids(block_tokens))
+            ids = [i for block in request.hash_ids for i in self.blocks[block]]
             ids = ids[:request.input_length]
             prompts.append(self.backend.text_of_length(ids + self._ids(request.input_length - len(ids))))
         return prompts
